@@ -1,0 +1,176 @@
+"""`lora-studio <command>`: a thin command line over `lora_studio.core`.
+
+Each command parses its arguments here and calls one core function; heavy imports (torch,
+diffusers) happen inside the handlers so `lora-studio --help` is instant. Errors a person can fix
+(`StudioError`) print as a message with what to do; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------- make-tiny-model
+def _add_make_tiny_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-tiny-model", help="write a tiny random-weight SD model (for tests)")
+    p.add_argument("dir", type=Path, help="output folder (diffusers format)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same weights")
+    p.add_argument("--arch", choices=["sd1", "sd2", "sdxl"], default="sd1")
+    p.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default="epsilon")
+    p.set_defaults(handler=_run_make_tiny_model)
+
+
+def _run_make_tiny_model(args: argparse.Namespace) -> int:
+    if args.arch == "sdxl":
+        from lora_studio.core.models.tiny_sdxl import make_tiny_sdxl_model
+
+        out = make_tiny_sdxl_model(args.dir, seed=args.seed)
+    else:
+        from lora_studio.core.models.tiny import make_tiny_model
+
+        out = make_tiny_model(args.dir, seed=args.seed, prediction_type=args.prediction_type,
+                              arch=args.arch)
+    print(f"Tiny {args.arch} model written to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- dataset check
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dataset", help="dataset tools")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    c = dsub.add_parser("check", help="report usable images, captions and skipped files")
+    c.add_argument("dir", type=Path)
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.add_argument("--caption-extension", default=".txt")
+    c.add_argument("--resolution", type=int, default=64, help="smallest useful side, in pixels")
+    c.set_defaults(handler=_run_dataset_check)
+
+
+def _run_dataset_check(args: argparse.Namespace) -> int:
+    from lora_studio.core.dataset.checks import check_dataset, format_report
+
+    report = check_dataset(args.dir, caption_extension=args.caption_extension,
+                           min_size=args.resolution)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.usable else 1
+
+
+# ---------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a LoRA from a TOML config")
+    p.add_argument("config", type=Path, help="training config (TOML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    p.add_argument("--resume", type=Path, help="checkpoint folder to continue from")
+    p.add_argument("--events-json", action="store_true", help="print one JSON object per event")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from lora_studio.core.train.cli_run import run_train_command
+
+    return run_train_command(args.config, args.overrides, args.resume, args.events_json)
+
+
+# ---------------------------------------------------------------- inspect
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="show what a LoRA file holds")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from lora_studio.core.lora.inspect import format_inspection, inspect_lora
+
+    info = inspect_lora(args.file)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else format_inspection(info))
+    return 0
+
+
+# ---------------------------------------------------------------- generate
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate images with a base model and LoRAs")
+    p.add_argument("--model", default=None, help="diffusers folder, hub id or checkpoint file "
+                   "(default: the built-in tiny model)")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=7.0)
+    p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--sampler", default="Euler a", help='A1111 name, e.g. "DPM++ 2M Karras"')
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(handler=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from lora_studio.core.generate.cli_run import run_generate_command
+
+    return run_generate_command(args)
+
+
+# ---------------------------------------------------------------- main
+_COMMANDS = [_add_make_tiny_model, _add_dataset, _add_train, _add_inspect, _add_generate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lora-studio",
+        description="Train, mix and generate with Stable Diffusion LoRAs. "
+        "With no command, opens the studio window.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        return _open_app()
+    from lora_studio.core.errors import StudioError
+
+    try:
+        return args.handler(args)
+    except StudioError as exc:
+        print(f"error: {exc.user_message()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected bug: short message, traceback on request
+        if args.debug or os.environ.get("LORA_STUDIO_DEBUG"):
+            traceback.print_exc()
+        else:
+            print(f"error: unexpected {type(exc).__name__}: {exc}\n"
+                  "Run again with --debug for the full traceback, and please report it.",
+                  file=sys.stderr)
+        return 1
+
+
+def _open_app() -> int:
+    try:
+        from lora_studio.ui.app import run_app
+    except ImportError:
+        print("The studio window is not available in this build; see `lora-studio --help` "
+              "for the command line.", file=sys.stderr)
+        return 1
+    return run_app()

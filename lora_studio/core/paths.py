@@ -1,0 +1,35 @@
+"""Where the app keeps things: shipped resources and the user's data folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def resources_dir() -> Path:
+    """The `resources/` folder: beside the package in a checkout, inside it when installed."""
+    for candidate in (PACKAGE_DIR / "resources", PACKAGE_DIR.parent / "resources"):
+        if (candidate / "configs").is_dir():
+            return candidate
+    raise FileNotFoundError("LoRA Studio's resources folder is missing; reinstall the package.")
+
+
+def configs_dir() -> Path:
+    return resources_dir() / "configs"
+
+
+def user_data_dir() -> Path:
+    """The per-user data folder (`LORA_STUDIO_HOME` overrides it; tests set it)."""
+    override = os.environ.get("LORA_STUDIO_HOME")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "lora-studio"

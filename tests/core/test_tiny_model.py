@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+
+def _unet_weights(model_dir):
+    return load_file(str(model_dir / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_make_tiny_model_cli_is_deterministic_and_loads_in_plain_diffusers(tmp_path):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        subprocess.run([sys.executable, "-m", "lora_studio", "make-tiny-model",
+                        str(tmp_path / name), "--seed", str(seed)], check=True)
+    a, b, c = (_unet_weights(tmp_path / n) for n in "abc")
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a)
+    assert any((a[k] != c[k]).any() for k in a if a[k].numel() > 1)
+
+    # plain diffusers, in a fresh process with the hub switched off
+    code = (
+        "import torch; from diffusers import StableDiffusionPipeline;"
+        f"p = StableDiffusionPipeline.from_pretrained(r'{tmp_path / 'a'}');"
+        "assert p.unet.config.cross_attention_dim == p.text_encoder.config.hidden_size;"
+        "assert any('attn2' in n for n, _ in p.unet.named_modules());"
+        "im = p('a cat', num_inference_steps=2, height=64, width=64).images[0];"
+        "print(im.size)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert "(64, 64)" in out.stdout
+
+
+def test_builtin_tiny_model_is_created_on_first_use(monkeypatch, tmp_path):
+    monkeypatch.setenv("LORA_STUDIO_HOME", str(tmp_path / "home"))
+    from lora_studio.core.models.tiny import builtin_tiny_model_dir
+
+    first = builtin_tiny_model_dir()
+    assert (first / "model_index.json").is_file()
+    stamp = (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    assert builtin_tiny_model_dir() == first
+    assert (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_tiny_model_prediction_type_is_saved(tmp_path, prediction):
+    from lora_studio.core.models.tiny import make_tiny_model
+
+    import json
+
+    out = make_tiny_model(tmp_path / "m", prediction_type=prediction, arch="sd2")
+    config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert config["prediction_type"] == prediction
