@@ -51,6 +51,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.add_argument("--caption-extension", default=".txt")
     c.add_argument("--resolution", type=int, default=64, help="smallest useful side, in pixels")
+    c.add_argument("--default-caption", default="",
+                   help="caption (trigger word) for images without a caption file")
+    c.add_argument("--recursive", action="store_true",
+                   help="also scan subfolders (kohya `10_name` folders set repeats)")
     c.set_defaults(handler=_run_dataset_check)
 
 
@@ -58,7 +62,8 @@ def _run_dataset_check(args: argparse.Namespace) -> int:
     from lora_studio.core.dataset.checks import check_dataset, format_report
 
     report = check_dataset(args.dir, caption_extension=args.caption_extension,
-                           min_size=args.resolution)
+                           default_caption=args.default_caption, min_size=args.resolution,
+                           recursive=args.recursive)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
