@@ -1,5 +1,5 @@
 """Draw the shipped sample dataset: 12 stars of varied color, size, position and background."""
-# Run from the repository root: python resources/sample_dataset/draw_stars.py
+# Run from the repository root: python resources/scripts/draw_sample_stars.py
 import math, random
 from pathlib import Path
 from PIL import Image, ImageDraw
