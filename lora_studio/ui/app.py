@@ -1,0 +1,67 @@
+"""Start the studio: a QApplication, the style sheet, and the window, shown at once.
+
+Nothing heavy is imported here: torch and diffusers load later, in worker threads, when a job or
+the device probe needs them, so the window appears first.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+from lora_studio.ui.settings import APP_NAME, ORG_NAME
+
+
+def style_sheet() -> str:
+    """The studio's style sheet (resources/style/studio.qss), or "" when it is missing."""
+    try:
+        from lora_studio.core.paths import resources_dir
+
+        return (resources_dir() / "style" / "studio.qss").read_text(encoding="utf-8")
+    except (OSError, FileNotFoundError):
+        return ""
+
+
+def dark_palette() -> QPalette:
+    """The palette the style sheet is drawn on (Fusion uses it for what the sheet leaves out)."""
+    palette = QPalette()
+    colors = {
+        QPalette.Window: "#1e2023", QPalette.WindowText: "#e8eaed", QPalette.Base: "#18191c",
+        QPalette.AlternateBase: "#2a2d31", QPalette.ToolTipBase: "#2d3136",
+        QPalette.ToolTipText: "#e8eaed", QPalette.Text: "#e8eaed", QPalette.Button: "#2d3136",
+        QPalette.ButtonText: "#e8eaed", QPalette.BrightText: "#ff6b6b",
+        QPalette.Highlight: "#3b6fd8", QPalette.HighlightedText: "#ffffff",
+        QPalette.Link: "#7aa7ff", QPalette.PlaceholderText: "#7d8288", QPalette.Mid: "#4a4f56",
+    }
+    for role, color in colors.items():
+        palette.setColor(role, QColor(color))
+    for role in (QPalette.Text, QPalette.ButtonText, QPalette.WindowText):
+        palette.setColor(QPalette.Disabled, role, QColor("#6b7075"))
+    return palette
+
+
+def create_application(argv: Sequence[str] | None = None) -> QApplication:
+    """The QApplication (reused if one exists), named for QSettings, with the studio style."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(list(argv) if argv is not None else sys.argv)
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORG_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setStyle("Fusion")
+    app.setPalette(dark_palette())
+    app.setStyleSheet(style_sheet())
+    return app
+
+
+def run_app(argv: Sequence[str] | None = None) -> int:
+    """Open the studio window and run until it closes; returns the exit code."""
+    app = create_application(argv)
+    from lora_studio.ui.main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    return app.exec()

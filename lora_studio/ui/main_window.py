@@ -1,0 +1,156 @@
+"""The studio window: four tabs (Dataset, Train, Mix, Generate), a status bar, one job runner.
+
+Drop a folder (or image files) anywhere on the window to open it in the Dataset tab. Window
+geometry, the last folder and the current tab are kept in QSettings.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSettings, QTimer
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
+
+from lora_studio.core import events as ev
+from lora_studio.ui.settings import APP_NAME, studio_settings
+from lora_studio.ui.tabs.dataset_tab import DatasetTab
+from lora_studio.ui.tabs.generate_tab import GenerateTab
+from lora_studio.ui.tabs.mix_tab import MixTab
+from lora_studio.ui.tabs.train_tab import TrainTab
+from lora_studio.ui.widgets.drop_zone import dataset_folder_for, local_paths
+from lora_studio.ui.widgets.error_dialog import show_error
+from lora_studio.ui.widgets.status_bar import StudioStatusBar
+from lora_studio.ui.workers import JobRunner, device_probe
+
+TAB_NAMES = ("Dataset", "Train", "Mix", "Generate")
+KEY_GEOMETRY = "window/geometry"
+KEY_TAB = "window/tab"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, *, restore_dataset: bool = True,
+                 probe_device: bool = True, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("MainWindow")
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.settings = settings if settings is not None else studio_settings()
+        self.runner = JobRunner(self)
+        self._probe_device = probe_device
+
+        self.dataset_tab = DatasetTab(self.settings)
+        self.train_tab = TrainTab(self.runner, self.settings)
+        self.mix_tab = MixTab()
+        self.generate_tab = GenerateTab()
+        self.tabs = QTabWidget()
+        self.tabs.setObjectName("MainTabs")
+        self.tabs.setDocumentMode(True)
+        self.tabs.tabBar().setDrawBase(False)
+        for tab, name in zip((self.dataset_tab, self.train_tab, self.mix_tab,
+                              self.generate_tab), TAB_NAMES):
+            self.tabs.addTab(tab, name)
+        self.setCentralWidget(self.tabs)
+
+        self.status = StudioStatusBar()
+        self.setStatusBar(self.status)
+        self.status.set_base_model(self.train_tab.base_model_label())
+
+        self.dataset_tab.status.connect(lambda text: self.status.showMessage(text, 8000))
+        self.dataset_tab.report_changed.connect(self.train_tab.set_report)
+        self.train_tab.base_model_changed.connect(self.status.set_base_model)
+        self.runner.started.connect(lambda name: self.status.set_job(f"{name.capitalize()}: "
+                                                                     "starting"))
+        self.runner.event.connect(self._on_job_event)
+        self.runner.refused.connect(lambda text: show_error(self, text, title="Busy"))
+
+        self._restore(restore_dataset)
+
+    # ------------------------------------------------------------------ settings
+    def _restore(self, restore_dataset: bool) -> None:
+        geometry = self.settings.value(KEY_GEOMETRY)
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1180, 760)
+        tab = _int(self.settings.value(KEY_TAB, 0))
+        self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
+        self.tabs.currentChanged.connect(lambda i: self.settings.setValue(KEY_TAB, i))
+        last = self.settings.value("dataset/last_folder", "")
+        if restore_dataset and last:
+            from pathlib import Path
+
+            folder = Path(str(last))
+            if folder.is_dir():
+                self.dataset_tab.load_folder(folder)
+
+    def save_settings(self) -> None:
+        self.settings.setValue(KEY_GEOMETRY, self.saveGeometry())
+        self.settings.setValue(KEY_TAB, self.tabs.currentIndex())
+        self.settings.sync()
+
+    # ------------------------------------------------------------------ device
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's API
+        super().showEvent(event)
+        if self._probe_device:
+            self._probe_device = False
+            # After the first paint: torch is imported in a background thread.
+            QTimer.singleShot(0, self._start_device_probe)
+
+    def _start_device_probe(self) -> None:
+        probe = device_probe()
+        if probe.text is not None:
+            self.status.set_device(probe.text)
+            return
+        probe.ready.connect(self.status.set_device)
+        probe.start()
+
+    # ------------------------------------------------------------------ jobs
+    def _on_job_event(self, event: ev.Event) -> None:
+        self.status.show_job_event(self.runner.job_name or "job", event)
+
+    # ------------------------------------------------------------------ drag and drop
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's API
+        if dataset_folder_for(local_paths(event.mimeData())) is not None:
+            event.acceptProposedAction()
+            self.dataset_tab.drop_hint.set_highlight(True)
+        else:
+            event.ignore()
+
+    def dragLeaveEvent(self, event) -> None:  # noqa: N802 - Qt's API
+        self.dataset_tab.drop_hint.set_highlight(False)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's API
+        self.dataset_tab.drop_hint.set_highlight(False)
+        paths = local_paths(event.mimeData())
+        if self.open_paths(paths):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def open_paths(self, paths: list) -> bool:
+        """What a drop does: open the folder in the Dataset tab and show that tab."""
+        if not self.dataset_tab.load_paths(paths):
+            return False
+        self.tabs.setCurrentWidget(self.dataset_tab)
+        return True
+
+    # ------------------------------------------------------------------ closing
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's API
+        if self.runner.is_running:
+            answer = QMessageBox.question(
+                self, "A job is running",
+                f"{self.runner.job_name.capitalize()} is still running. Cancel it and quit?")
+            if answer != QMessageBox.Yes:
+                event.ignore()
+                return
+            self.runner.cancel()
+            self.runner.wait()
+        self.save_settings()
+        self.dataset_tab.shutdown()
+        super().closeEvent(event)
+
+
+def _int(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0

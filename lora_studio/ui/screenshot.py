@@ -1,0 +1,97 @@
+"""Screenshots of every tab for the docs: `python -m lora_studio.ui.screenshot [OUT_DIR]`.
+
+Opens the window offscreen with its own throw-away settings, loads a dataset (the shipped
+sample by default), waits for the thumbnails, and saves one PNG per tab.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+from lora_studio.core import events as ev
+
+SIZE = (1280, 800)
+
+
+def _wait_until(app, condition, timeout_s: float = 20.0) -> bool:
+    from PySide6.QtCore import QDeadlineTimer, QEventLoop, QThread
+
+    deadline = QDeadlineTimer(int(timeout_s * 1000))
+    while not condition():
+        if deadline.hasExpired():
+            return False
+        app.processEvents(QEventLoop.AllEvents, 50)
+        QThread.msleep(10)
+    return True
+
+
+def _demo_training(window) -> None:
+    """Feed the Train tab a few fake events so its screenshot shows a run in progress."""
+    tab = window.train_tab
+    tab._ours = True  # the screenshot shows what a run looks like; nothing trains here
+    tab.progress.setRange(0, 400)
+    noise = random.Random(0)
+    steps = 160
+    for step in range(1, steps + 1):
+        loss = 0.09 + 0.12 * (0.985 ** step) + noise.uniform(-0.025, 0.025)
+        tab._on_event(ev.StepProgress(step=step, total_steps=400, loss=loss, lr=1e-4,
+                                      it_per_s=2.4, eta_s=(400 - step) / 2.4))
+    tab._on_event(ev.Log("Cached 12 latents and captions."))
+    tab._on_event(ev.Log(f"step {steps}: saved a preview"))
+    tab._ours = False
+
+
+def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str] |
+                     None = None) -> list[Path]:
+    """Save `dataset.png`, `train.png`, `mix.png`, `generate.png` into `out_dir`; returns them."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QSettings
+
+    from lora_studio.core.paths import resources_dir
+    from lora_studio.ui.app import create_application
+    from lora_studio.ui.main_window import MainWindow
+
+    app = create_application([sys.argv[0]])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = Path(dataset_dir) if dataset_dir else resources_dir() / "sample_dataset"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.IniFormat)
+        window = MainWindow(settings, restore_dataset=False, probe_device=False)
+        window.status.set_device("CPU")
+        window.resize(*SIZE)
+        window.show()
+        window.open_paths([dataset])
+        tab = window.dataset_tab
+        _wait_until(app, lambda: tab.report is not None and not tab.is_scanning
+                    and tab.model.thumbnails_loaded() == tab.model.rowCount())
+        if tab.model.rowCount() > 1:
+            tab.select_row(1)
+        _demo_training(window)
+        paths = []
+        for index in range(window.tabs.count()):
+            window.tabs.setCurrentIndex(index)
+            _wait_until(app, lambda: False, 0.2)  # let layouts settle and paint
+            path = out / f"{window.tabs.tabText(index).lower()}.png"
+            window.grab().save(str(path))
+            paths.append(path)
+        window.close()
+        window.deleteLater()
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = args[0] if args else "docs/screenshots"
+    dataset = args[1] if len(args) > 1 else None
+    for path in take_screenshots(out, dataset):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The studio's tabs: Dataset, Train, Mix, Generate."""

@@ -1,0 +1,1 @@
+"""Reusable widgets of the studio window (no engine calls, no threads)."""

@@ -1,0 +1,146 @@
+"""The studio window: tabs, dropping a folder, editing captions, remembering its state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from lora_studio.ui.main_window import TAB_NAMES
+
+
+def drop_on(window, paths: list[Path]) -> QDropEvent:
+    """Drag `paths` over the window and drop them, as a file manager would."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPointF(window.width() / 2, window.height() / 2)
+    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(window, drop)
+    return drop
+
+
+def test_window_opens_with_four_tabs_and_status(make_window):
+    window = make_window()
+    window.show()
+    assert window.windowTitle() == "LoRA Studio"
+    assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == list(TAB_NAMES)
+    assert window.status.model_label.text() == "Model: Built-in tiny model"
+    assert window.status.job_label.text() == "Idle"
+    assert window.dataset_tab.stack.currentWidget() is window.dataset_tab.drop_hint
+
+
+def test_dropping_a_folder_fills_grid_and_reports_the_broken_file(make_window, dataset_dir,
+                                                                  wait_for_dataset):
+    window = make_window()
+    window.show()
+    window.tabs.setCurrentIndex(2)
+    drop = drop_on(window, [dataset_dir])
+    assert drop.isAccepted()
+    wait_for_dataset(window, rows=4)
+    tab = window.dataset_tab
+    assert window.tabs.currentWidget() is tab  # the drop brought the Dataset tab forward
+    assert tab.stack.currentWidget() is tab.grid
+    names = [tab.model.entry(r).path.name for r in range(tab.model.rowCount())]
+    assert names == ["img_0.png", "img_1.png", "img_2.png", "img_3.png"]
+    assert all(tab.model.thumbnail(r) is not None for r in range(4))  # real pictures loaded
+    report = tab.report_panel.text()
+    assert "4 images usable · 1 skipped · 1 without caption" in report
+    assert "broken.png" in report and "not an image" in report
+    assert "img_3.png" in report  # listed under "Without caption"
+    assert window.train_tab.dataset_label.text().startswith("stars: 4 images")
+
+
+def test_dropping_image_files_opens_their_folder(make_window, dataset_dir, wait_for_dataset):
+    window = make_window()
+    drop_on(window, [dataset_dir / "img_1.png", dataset_dir / "img_2.png"])
+    wait_for_dataset(window, rows=4)
+    assert window.dataset_tab.folder == dataset_dir
+
+
+def test_editing_a_caption_writes_the_sidecar_file(make_window, dataset_dir, wait_for_dataset,
+                                                   qtbot):
+    window = make_window()
+    window.show()
+    window.open_paths([dataset_dir])
+    wait_for_dataset(window, rows=4)
+    tab = window.dataset_tab
+    tab.select_row(1)
+    assert tab.caption_edit.toPlainText() == "zqstar, a star number 1"
+    tab.caption_edit.selectAll()
+    qtbot.keyClicks(tab.caption_edit, "zqstar, a green star, glowing")
+    assert tab.save_button.isEnabled()
+    qtbot.mouseClick(tab.save_button, Qt.LeftButton)
+    assert (dataset_dir / "img_1.txt").read_text(encoding="utf-8") == \
+        "zqstar, a green star, glowing"
+    assert tab.model.entry(1).caption == "zqstar, a green star, glowing"  # the grid updated
+    assert not tab.save_button.isEnabled()
+
+
+def test_captioning_an_uncaptioned_image_creates_its_file_on_selection_change(
+        make_window, dataset_dir, wait_for_dataset, qtbot):
+    window = make_window()
+    window.open_paths([dataset_dir])
+    wait_for_dataset(window, rows=4)
+    tab = window.dataset_tab
+    tab.select_row(3)
+    assert tab.caption_edit.toPlainText() == ""
+    qtbot.keyClicks(tab.caption_edit, "zqstar, a yellow star")
+    tab.select_row(0)  # moving on keeps the edit: it is saved, never dropped
+    assert (dataset_dir / "img_3.txt").read_text(encoding="utf-8") == "zqstar, a yellow star"
+    assert "0 without caption" in tab.report_panel.text()
+
+
+def test_default_caption_applies_to_uncaptioned_images(make_window, dataset_dir,
+                                                        wait_for_dataset, qtbot):
+    window = make_window()
+    window.open_paths([dataset_dir])
+    wait_for_dataset(window, rows=4)
+    tab = window.dataset_tab
+    tab.trigger_edit.setText("zqstar")
+    tab.trigger_edit.editingFinished.emit()
+    assert tab.model.entry(3).caption == "zqstar"
+    assert tab.model.entry(0).caption == "zqstar, a star number 0"
+    assert "default caption “zqstar”" in tab.report_panel.text()
+
+
+def test_settings_persist_across_windows(make_window, dataset_dir, wait_for_dataset, settings):
+    first = make_window()
+    first.show()
+    first.resize(700, 520)  # inside the 800x600 offscreen screen
+    first.open_paths([dataset_dir])
+    wait_for_dataset(first, rows=4)
+    first.dataset_tab.trigger_edit.setText("zqstar")
+    first.dataset_tab.trigger_edit.editingFinished.emit()
+    first.tabs.setCurrentIndex(1)
+    first.close()
+
+    second = make_window(settings=type(settings)(settings.fileName(), settings.format()))
+    assert second.tabs.currentIndex() == 1
+    assert (second.width(), second.height()) == (700, 520)
+    assert second.dataset_tab.trigger_edit.text() == "zqstar"
+    wait_for_dataset(second, rows=4)  # the last folder is opened again
+    assert second.dataset_tab.folder == dataset_dir
+
+
+def test_a_folder_without_images_says_what_to_do(make_window, tmp_path, wait_for_dataset):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    window = make_window()
+    window.open_paths([empty])
+    wait_for_dataset(window, rows=0)
+    assert "Nothing usable" in window.dataset_tab.report_panel.text()
+    assert window.dataset_tab.stack.currentWidget() is window.dataset_tab.drop_hint
+
+
+def test_device_label_is_filled_in_the_background(make_window, qtbot):
+    window = make_window(probe_device=True)
+    window.show()
+    qtbot.waitUntil(lambda: not window.status.device_label.text().endswith("…"),
+                    timeout=60_000)
+    text = window.status.device_label.text()
+    assert text == "Device: CPU" or text.startswith("Device: CUDA: ")
