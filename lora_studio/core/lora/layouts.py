@@ -1,0 +1,237 @@
+"""State dicts <-> LoraFile for the kohya and diffusers/PEFT key layouts (no file I/O here).
+
+Unknown keys are collected, not guessed at: the caller turns them into one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+
+import torch
+
+from lora_studio.core.lora.model import LoraFile, LoraModule
+from lora_studio.core.lora.naming import KOHYA_PREFIXES, canonical_to_kohya, kohya_to_canonical
+
+ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the LoraConfig JSON
+_UNET_ROOTS = ("down_blocks", "up_blocks", "mid_block", "conv_in", "conv_out", "time_embedding",
+               "add_embedding", "conv_norm_out")
+_TEXT_ROOTS = ("text_model", "encoder", "embeddings", "final_layer_norm")
+
+
+class UnknownKeys(Exception):
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(", ".join(keys[:5]))
+        self.keys = keys
+
+
+def is_kohya_key(key: str) -> bool:
+    return key.startswith(tuple(KOHYA_PREFIXES))
+
+
+# ----------------------------------------------------------------------------- kohya
+def modules_from_kohya(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, LoraModule], bool]:
+    """(canonical modules, True if the UNet used SGM names, i.e. an SDXL kohya file)."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    unknown: list[str] = []
+    for key, tensor in tensors.items():
+        stem, _, suffix = key.partition(".")
+        if suffix not in ("lora_down.weight", "lora_up.weight", "alpha"):
+            unknown.append(key)
+            continue
+        parts.setdefault(stem, {})[suffix] = tensor
+    modules: dict[str, LoraModule] = {}
+    sgm = False
+    for stem, group in parts.items():
+        converted = kohya_to_canonical(stem)
+        if converted is None or "lora_down.weight" not in group or "lora_up.weight" not in group:
+            unknown.extend(f"{stem}.{s}" for s in group)
+            continue
+        name, used_sgm = converted
+        sgm |= used_sgm
+        down = group["lora_down.weight"]
+        alpha = float(group["alpha"].float().item()) if "alpha" in group else float(down.shape[0])
+        modules[name] = LoraModule(down=down, up=group["lora_up.weight"], alpha=alpha)
+    if unknown:
+        raise UnknownKeys(sorted(unknown))
+    return modules, sgm
+
+
+def _alpha_tensor(alpha: float, dtype: torch.dtype) -> torch.Tensor:
+    """The alpha in the save precision when that is exact, else float32 (never a rounded alpha)."""
+    candidate = torch.tensor(alpha, dtype=dtype)
+    if float(candidate.float()) == alpha:
+        return candidate
+    return torch.tensor(alpha, dtype=torch.float32)
+
+
+def kohya_state_dict(lora: LoraFile, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    sdxl = lora.arch == "sdxl" or any(k.startswith("text_encoder_2.") for k in lora.modules)
+    out: dict[str, torch.Tensor] = {}
+    for name, module in lora.modules.items():
+        stem = canonical_to_kohya(name, sdxl=sdxl)
+        down = module.down.to(dtype) if dtype else module.down
+        up = module.up.to(dtype) if dtype else module.up
+        out[f"{stem}.lora_down.weight"] = down.detach().contiguous().cpu()
+        out[f"{stem}.lora_up.weight"] = up.detach().contiguous().cpu()
+        out[f"{stem}.alpha"] = _alpha_tensor(module.alpha, down.dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------- diffusers / PEFT
+_OLD_ATTN = re.compile(r"\.(?:processor\.)?(to_q|to_k|to_v|to_out)_lora\.")
+_TE_OLD_NAMES = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+_SUFFIXES = [
+    (re.compile(r"^(.*)\.lora_A(?:\.[A-Za-z0-9_-]+)?\.weight$"), "down"),
+    (re.compile(r"^(.*)\.lora_B(?:\.[A-Za-z0-9_-]+)?\.weight$"), "up"),
+    (re.compile(r"^(.*)\.lora\.down\.weight$"), "down"),
+    (re.compile(r"^(.*)\.lora\.up\.weight$"), "up"),
+    (re.compile(r"^(.*)\.alpha$"), "alpha"),
+]
+
+
+def _split_peft_key(key: str) -> tuple[str, str, str, bool] | None:
+    """-> (component, module path as in the file, part, had a component prefix) or None."""
+    k = key.removeprefix("base_model.model.")
+    component, _, rest = k.partition(".")
+    prefixed = component in ("unet", "text_encoder", "text_encoder_2")
+    if prefixed:
+        k = rest.removeprefix("base_model.model.")
+    k = k.replace(".lora_linear_layer.", ".lora.")
+    old = _OLD_ATTN.search(k)
+    if old:
+        new = old.group(1)
+        new = new + ".0" if new == "to_out" else new
+        k = k[: old.start()] + "." + new + ".lora." + k[old.end():]
+    for pattern, part in _SUFFIXES:
+        m = pattern.match(k)
+        if m:
+            path = m.group(1).replace(".processor.", ".")
+            break
+    else:
+        return None
+    if not prefixed:
+        root = path.split(".")[0]
+        component = "unet" if root in _UNET_ROOTS else "text_encoder" if root in _TEXT_ROOTS else ""
+        if not component:
+            return None
+    if component.startswith("text_encoder"):
+        m = re.search(r"self_attn\.(to_q|to_k|to_v|to_out)(\.0)?$", path)
+        if m:
+            path = path[: m.start()] + "self_attn." + _TE_OLD_NAMES[m.group(1)]
+    return component, path, part, prefixed
+
+
+def adapter_configs(metadata: dict[str, str]) -> dict[str, dict]:
+    """Per-component LoraConfig dicts from diffusers' `lora_adapter_metadata` JSON."""
+    raw = metadata.get(ADAPTER_METADATA_KEY)
+    if not raw:
+        return {}
+    try:
+        flat = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(flat, dict):
+        return {}
+    configs: dict[str, dict] = {}
+    for key, value in flat.items():
+        component, _, field = key.partition(".")
+        if component in ("unet", "text_encoder", "text_encoder_2") and field:
+            configs.setdefault(component, {})[field] = value
+    if not configs and ("r" in flat or "lora_alpha" in flat):
+        configs = {c: flat for c in ("unet", "text_encoder", "text_encoder_2")}
+    return configs
+
+
+def _pattern_value(patterns: dict, path: str):
+    for key, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({key})$", path):
+            return value
+    return None
+
+
+def _config_alpha(config: dict | None, path: str, rank: int) -> float:
+    if not config:
+        return float(rank)
+    alpha = _pattern_value(config.get("alpha_pattern"), path)
+    if alpha is None:
+        alpha = config.get("lora_alpha", rank)
+    if config.get("use_rslora"):
+        return float(alpha) * math.sqrt(rank)  # rsLoRA scales by alpha/sqrt(r)
+    return float(alpha)
+
+
+def modules_from_peft(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+                      ) -> tuple[dict[str, LoraModule], str]:
+    """(canonical modules, layout): "diffusers" when keys carry `unet.`/`text_encoder.`."""
+    parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    unknown: list[str] = []
+    any_prefixed = False
+    for key, tensor in tensors.items():
+        split = _split_peft_key(key)
+        if split is None:
+            unknown.append(key)
+            continue
+        component, path, part, prefixed = split
+        any_prefixed |= prefixed
+        parts.setdefault((component, path), {})[part] = tensor
+    configs = adapter_configs(metadata)
+    modules: dict[str, LoraModule] = {}
+    for (component, path), group in parts.items():
+        if "down" not in group or "up" not in group:
+            unknown.extend(f"{component}.{path} ({p})" for p in group)
+            continue
+        rank = int(group["down"].shape[0])
+        if "alpha" in group:
+            alpha = float(group["alpha"].float().item())
+        else:
+            alpha = _config_alpha(configs.get(component), path, rank)
+        canonical_path = path.removeprefix("text_model.") if component != "unet" else path
+        modules[f"{component}.{canonical_path}"] = LoraModule(group["down"], group["up"], alpha)
+    if unknown:
+        raise UnknownKeys(sorted(unknown))
+    return modules, "diffusers" if any_prefixed else "peft"
+
+
+def model_path(name: str) -> tuple[str, str]:
+    """Canonical name -> (component, module path in the diffusers pipeline component)."""
+    component, _, path = name.partition(".")
+    if component == "text_encoder_2":  # CLIPTextModelWithProjection still nests text_model
+        path = "text_model." + path
+    return component, path
+
+
+def peft_state_dict(lora: LoraFile, dtype: torch.dtype | None = None,
+                    paths: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """`<component>.<path>.lora_A/B.weight` tensors with each module's alpha/rank folded into
+    lora_B, so every loader (diffusers, ComfyUI, anything assuming alpha = rank) applies the
+    exact strength; plus per-component LoraConfig dicts saying exactly that (alpha = rank).
+    `paths` optionally overrides the module path per canonical name (the pipeline's real names).
+    """
+    out: dict[str, torch.Tensor] = {}
+    ranks: dict[str, dict[str, int]] = {}
+    for name, module in lora.modules.items():
+        component, path = model_path(name)
+        if paths and name in paths:
+            path = paths[name]
+        target = dtype or module.up.dtype
+        up = (module.up.float() * module.scale).to(target)
+        down = module.down.to(target)
+        out[f"{component}.{path}.lora_A.weight"] = down.detach().contiguous().cpu()
+        out[f"{component}.{path}.lora_B.weight"] = up.detach().contiguous().cpu()
+        ranks.setdefault(component, {})[path] = module.rank
+    configs = {}
+    for component, by_path in ranks.items():
+        r = Counter(by_path.values()).most_common(1)[0][0]
+        pattern = {p: v for p, v in by_path.items() if v != r}
+        configs[component] = {"r": r, "lora_alpha": r, "rank_pattern": pattern,
+                              "alpha_pattern": dict(pattern), "target_modules": sorted(by_path)}
+    return out, configs
+
+
+def flat_adapter_metadata(configs: dict[str, dict]) -> str:
+    """diffusers' `lora_adapter_metadata` value: `{"unet.r": 4, "unet.lora_alpha": 4, ...}`."""
+    flat = {f"{c}.{k}": v for c, config in configs.items() for k, v in config.items()}
+    return json.dumps(flat, indent=2, sort_keys=True)
