@@ -32,7 +32,7 @@ def _run_make_tiny_model(args: argparse.Namespace) -> int:
     if args.arch == "sdxl":
         from lora_studio.core.models.tiny_sdxl import make_tiny_sdxl_model
 
-        out = make_tiny_sdxl_model(args.dir, seed=args.seed)
+        out = make_tiny_sdxl_model(args.dir, seed=args.seed, prediction_type=args.prediction_type)
     else:
         from lora_studio.core.models.tiny import make_tiny_model
 
