@@ -151,3 +151,18 @@ def test_partial_match_is_reported(fresh_pipe, trained):
     finally:
         pipe.delete_adapters("partial")
     _assert_untouched(pipe, image)
+
+
+def test_second_lora_loads_after_a_first_and_after_a_removal(trained, tiny_model_dir):
+    """Stacking: once a layer holds a LoRA, peft wraps it; the next LoRA must still be checked
+    against the real layer inside (and so after delete_adapters, which keeps the wrapper)."""
+    path = write_lora(trained["lora"], trained["dir"] / "stack.safetensors")
+    pipe = _pipe(tiny_model_dir)
+    load_lora_into_pipeline(pipe, path, "first")
+    second = load_lora_into_pipeline(pipe, path, "second")
+    assert (second.matched, second.unmatched) == (60, [])
+    pipe.delete_adapters(["first", "second"])
+    third = load_lora_into_pipeline(pipe, path, "third")
+    assert third.matched == 60
+    pipe.set_adapters(["third"], [1.0])
+    assert _close(_render(pipe), trained["peft_image"])

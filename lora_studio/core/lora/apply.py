@@ -52,7 +52,12 @@ def _find_module(pipe, name: str) -> tuple[torch.nn.Module | None, str]:
     modules = dict(model.named_modules())
     for candidate in (path, "text_model." + path, path.removeprefix("text_model.")):
         if candidate in modules:
-            return modules[candidate], candidate
+            module = modules[candidate]
+            # A layer that already holds a LoRA (or held one: delete_adapters keeps the wrapper)
+            # is a peft wrapper; the shapes to check are those of the layer inside it.
+            if hasattr(module, "get_base_layer"):
+                module = module.get_base_layer()
+            return module, candidate
     return None, path
 
 
