@@ -1,0 +1,112 @@
+"""`lora-studio generate`: load a base model and LoRAs, render, save PNGs with A1111 PNG info.
+
+Prints, for each LoRA, how many of its modules matched the model (a LoRA that silently loads as a
+no-op is the most common complaint, REFERENCE §7), then each saved file. Progress goes to stderr.
+Errors a person can fix (a LoRA for another model, an unknown sampler) are raised as StudioError;
+`lora_studio.cli.main` prints them and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from lora_studio.core import events
+from lora_studio.core.errors import StudioError
+
+_MAX_UNMATCHED_SHOWN = 5
+
+
+def parse_lora_arg(value: str) -> tuple[Path, float]:
+    """`FILE[:WEIGHT]` → (path, weight).
+
+    Splits on the last colon only when what follows is a number, so Windows paths work:
+    `C:\\loras\\style.safetensors:0.8` → (`C:\\loras\\style.safetensors`, 0.8), and
+    `C:\\loras\\style.safetensors` → weight 1. A file that exists under the whole name wins."""
+    value = value.strip()
+    head, sep, tail = value.rpartition(":")
+    if sep and head and not Path(value).is_file():
+        try:
+            weight = float(tail)
+        except ValueError:
+            weight = math.nan
+        if math.isfinite(weight):
+            return Path(head), weight
+    return Path(value), 1.0
+
+
+def _report_line(path: Path, report) -> str:
+    line = f"{path.name}: {report.matched}/{report.total} modules matched"
+    unmatched = list(getattr(report, "unmatched", []) or [])
+    if unmatched:
+        shown = ", ".join(unmatched[:_MAX_UNMATCHED_SHOWN])
+        more = f" (+{len(unmatched) - _MAX_UNMATCHED_SHOWN} more)" \
+            if len(unmatched) > _MAX_UNMATCHED_SHOWN else ""
+        line += f"; not matched: {shown}{more}"
+    return line
+
+
+class _ConsoleProgress:
+    """Turns generation events into a tqdm bar on stderr and saved paths on stdout."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.GenerationStep):
+            self._step(event)
+        elif isinstance(event, events.ImageGenerated):
+            self._close()
+            print(f"Saved {event.path} (seed {event.seed})", flush=True)
+        elif isinstance(event, events.Log):
+            self._close()
+            print(f"{event.level}: {event.message}", file=sys.stderr)
+        elif isinstance(event, events.Cancelled):
+            self._close()
+            print(event.message, file=sys.stderr)
+
+    def _step(self, event: events.GenerationStep) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=event.total_steps, desc=f"image {event.image_index + 1}",
+                             file=sys.stderr, leave=False, dynamic_ncols=True)
+        self._bar.update(event.step - self._bar.n)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def run_generate_command(args: argparse.Namespace) -> int:
+    """Run `lora-studio generate` with the parsed arguments; returns the exit code."""
+    from lora_studio.core.generate.session import GenerationRequest, GenerationSession
+    from lora_studio.core.jobs import JobControl
+
+    loras = [parse_lora_arg(spec) for spec in args.lora]
+    for path, _ in loras:
+        if not path.is_file():
+            raise StudioError(f"LoRA file not found: {path}",
+                              "Check the path; give a weight as FILE:0.8.")
+    request = GenerationRequest(
+        prompt=args.prompt, negative=args.negative or "", steps=args.steps, cfg=args.cfg,
+        seed=args.seed, width=args.width, height=args.height, sampler=args.sampler,
+        count=args.count, out_dir=Path(args.out),
+    )
+    session = GenerationSession(args.model)
+    for path, weight in loras:
+        report = session.add_lora(path, weight=weight)
+        print(_report_line(path, report), flush=True)
+    control = JobControl()
+    progress = _ConsoleProgress()
+    try:
+        results = session.generate(request, emit=progress, control=control)
+    finally:
+        progress._close()
+    if results:
+        print(f"Seed: {results[0].seed}" + (f" (images {results[0].seed}..{results[-1].seed})"
+                                            if len(results) > 1 else ""))
+    return 0 if len(results) == request.count else 130

@@ -1,0 +1,420 @@
+"""A long-lived generation session: one base pipeline, LoRAs on sliders, A1111-style renders.
+
+The base model is loaded once (lazily, on first use). LoRAs are loaded into that pipeline as
+named PEFT adapters; strengths and on/off switches only call `set_adapters(names, weights)`
+(REFERENCE §5), so moving a slider never reloads the model. Disabling a LoRA leaves it out of the
+active adapter list, which renders exactly what removing it would.
+
+Conventions (A1111's, so results and PNG info carry over):
+- seed None → a random seed, reported in the results; image i of a request uses seed + i, each
+  drawn with its own CPU `torch.Generator`, so an image can be re-made alone from its seed on any
+  device.
+- `<lora:name:w>` tags in the prompt are taken out before text encoding. When a LoRA loaded in the
+  session answers to that name (its adapter name, its file stem, or its `ss_output_name`
+  alias, case-insensitive), the tag's weight is used for this generation and the LoRA is active
+  for it even when switched off on its slider; the session's own weights are restored afterwards.
+  A tag naming no loaded LoRA is reported with a `Log` warning and otherwise ignored. A tag's
+  separate text-encoder weight (`<lora:name:te:unet>`) is not applied: the UNet weight is used
+  for the whole LoRA (a warning says so).
+- width/height None → the model's native size (`unet.sample_size * vae_scale_factor`: 64 for the
+  tiny model, 512 SD1, 768 SD2-v, 1024 SDXL).
+
+Threading: `generate` and `add_lora`/`remove_lora` take the pipeline lock. `set_weight` and
+`set_enabled` never wait for a render in progress: they record the value, and it is applied at
+once when the pipeline is free, or when the running render ends.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lora_studio.core import events
+from lora_studio.core.errors import ConfigError, LoraFormatError, StudioError
+from lora_studio.core.generate import pnginfo
+from lora_studio.core.generate.preview import step_callback
+from lora_studio.core.generate.samplers import make_scheduler, resolve_sampler
+
+_ARCH_SIZES = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    negative: str = ""
+    steps: int = 20
+    cfg: float = 7.0
+    seed: int | None = None  # None: random (reported in the results)
+    width: int | None = None  # None: the model's native size
+    height: int | None = None
+    sampler: str = "Euler a"  # A1111 name; "DPM++ 2M Karras" or sampler + schedule_type
+    schedule_type: str | None = None  # "Karras", "Exponential", ... None = Automatic
+    count: int = 1
+    out_dir: Path | None = None  # when set, PNGs `<NNNNN>-<seed>.png` with PNG info
+
+
+@dataclass
+class GeneratedImage:
+    image: Any  # PIL.Image.Image
+    seed: int
+    index: int
+    parameters: str  # the A1111 `parameters` text
+    path: Path | None = None
+
+
+@dataclass
+class SessionLora:
+    """A LoRA loaded in the session (a snapshot; change it through the session's methods)."""
+
+    name: str  # the adapter name: the handle for set_weight / remove_lora
+    path: Path
+    weight: float
+    enabled: bool
+    short_hash: str  # A1111's 12-hex LoRA hash ("" when it could not be computed)
+    report: Any  # lora.apply.LoadReport
+    alias: str | None = None  # ss_output_name from the file's metadata
+
+    @property
+    def prompt_name(self) -> str:
+        """The name A1111 knows it by (file stem), used in `<lora:...>` tags and PNG info."""
+        return self.path.stem
+
+
+@dataclass
+class _ActiveLora:
+    lora: SessionLora
+    weight: float
+    tag_name: str  # the name written to PNG info
+
+
+@dataclass
+class _Render:
+    """Everything fixed for one request, resolved once."""
+
+    request: GenerationRequest
+    clean_prompt: str
+    sampler: Any  # ResolvedSampler
+    width: int
+    height: int
+    seed: int
+    active: list[_ActiveLora] = field(default_factory=list)
+    notes: list[events.Log] = field(default_factory=list)  # warnings, sent after JobStarted
+
+
+def adapter_name_for(stem: str, taken: set[str]) -> str:
+    """A PEFT-safe adapter name (letters, digits, `_`, `-`; no dots) not in `taken`."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "lora"
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    return name
+
+
+class GenerationSession:
+    """One base model, loaded once, with LoRAs switched and weighted in place."""
+
+    def __init__(self, model_spec: str | Path | None = None, *, device: str | None = None,
+                 torch_dtype: Any = None) -> None:
+        self.model_spec = model_spec
+        self.device = device
+        self.torch_dtype = torch_dtype
+        self._pipe = None
+        self._source = None
+        self._base_scheduler_config: dict[str, Any] | None = None
+        self._loras: dict[str, SessionLora] = {}
+        self._lock = threading.RLock()  # held while the pipeline is used or changed
+        self._version = _studio_version()
+
+    # ------------------------------------------------------------------ model
+    @property
+    def pipeline(self):
+        """The diffusers pipeline, loaded on first use and then kept."""
+        with self._lock:
+            if self._pipe is None:
+                from lora_studio.core.models.loading import load_pipeline, resolve_model
+
+                source = resolve_model(self.model_spec)
+                pipe = load_pipeline(source, torch_dtype=self.torch_dtype, device=self.device)
+                self._source = getattr(pipe, "model_source", source)
+                pipe.set_progress_bar_config(disable=True)
+                self._base_scheduler_config = dict(pipe.scheduler.config)
+                self._pipe = pipe
+            return self._pipe
+
+    @property
+    def source(self):
+        """The resolved model (`ModelSource`: kind, path, arch, prediction_type, name)."""
+        self.pipeline
+        return self._source
+
+    @property
+    def model_name(self) -> str:
+        src = self.source
+        return str(getattr(src, "name", "") or Path(str(src.path)).stem)
+
+    @property
+    def model_hash(self) -> str | None:
+        """A1111's "Model hash" (see `pnginfo.model_hash`)."""
+        path = getattr(self.source, "path", None)
+        return pnginfo.model_hash(path) if path else None
+
+    def default_size(self) -> tuple[int, int]:
+        pipe = self.pipeline
+        size = pipe.unet.config.sample_size
+        scale = getattr(pipe, "vae_scale_factor", 8)
+        if isinstance(size, int):
+            return size * scale, size * scale
+        if isinstance(size, (list, tuple)) and len(size) == 2:
+            return int(size[1]) * scale, int(size[0]) * scale
+        side = _ARCH_SIZES.get(getattr(self.source, "arch", "sd1"), 512)
+        return side, side
+
+    # ------------------------------------------------------------------ LoRAs
+    @property
+    def loras(self) -> list[SessionLora]:
+        """The loaded LoRAs in load order (copies: change them through the session)."""
+        return [replace(lora) for lora in self._loras.values()]
+
+    def add_lora(self, path: str | Path, weight: float = 1.0, name: str | None = None):
+        """Load a LoRA file into the pipeline as a new adapter; returns its LoadReport.
+
+        Raises LoraFormatError when the file is refused or none of its modules fit the model
+        (nothing is left loaded then)."""
+        from lora_studio.core.lora.apply import load_lora_into_pipeline
+
+        path = Path(path)
+        if not path.is_file():
+            raise LoraFormatError(f"LoRA file not found: {path}", "Check the path and try again.")
+        with self._lock:
+            pipe = self.pipeline
+            adapter = adapter_name_for(name or path.stem, set(self._loras) | _pipe_adapters(pipe))
+            report = load_lora_into_pipeline(pipe, path, adapter)
+            adapter = getattr(report, "adapter_name", None) or adapter
+            if report.matched == 0:
+                _delete_adapter(pipe, adapter)
+                raise LoraFormatError(
+                    f"{path.name}: none of its {report.total} modules match this model.",
+                    "It was probably made for another base model (SD 1.x / SD 2.x / SDXL); "
+                    "pick a LoRA trained for this one.",
+                )
+            self._loras[adapter] = SessionLora(
+                adapter, path, float(weight), True, _short_hash(path), report, _alias(path))
+            self._apply_adapters()
+        return report
+
+    def remove_lora(self, name: str) -> None:
+        with self._lock:
+            self._get(name)
+            _delete_adapter(self.pipeline, name)
+            del self._loras[name]
+            self._apply_adapters()
+
+    def set_weight(self, name: str, weight: float) -> None:
+        self._get(name).weight = float(weight)
+        self._apply_if_idle()
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self._get(name).enabled = bool(enabled)
+        self._apply_if_idle()
+
+    def _get(self, name: str) -> SessionLora:
+        if name not in self._loras:
+            known = ", ".join(self._loras) or "none"
+            raise StudioError(f"No LoRA named {name!r} is loaded.", f"Loaded: {known}.")
+        return self._loras[name]
+
+    def _apply_if_idle(self) -> None:
+        if self._pipe is not None and self._lock.acquire(blocking=False):
+            try:
+                self._apply_adapters()
+            finally:
+                self._lock.release()
+
+    def _apply_adapters(self, active: list[tuple[str, float]] | None = None) -> None:
+        """Make the pipeline's active adapters and scales match `active` (default: the
+        session's enabled LoRAs at their weights). Call with the lock held."""
+        pipe = self._pipe
+        if pipe is None or not self._loras:
+            return
+        if active is None:
+            active = [(lo.name, lo.weight) for lo in self._loras.values() if lo.enabled]
+        if not active:
+            pipe.disable_lora()
+            return
+        pipe.enable_lora()
+        pipe.set_adapters([n for n, _ in active], [w for _, w in active])
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, request: GenerationRequest, emit: events.Emit | None = None,
+                 control: Any = None) -> list[GeneratedImage]:
+        """Render `request.count` images; returns those finished (fewer when cancelled).
+
+        Emits JobStarted, GenerationStep per denoising step (with a latent preview), an
+        ImageGenerated per image, then Finished, or Cancelled when `control.cancelled` is set
+        (checked after every step; the step in progress completes). Errors are raised (a
+        StudioError for anything the user can fix); the job runner reports them as Failed."""
+        emit = emit or (lambda event: None)
+        with self._lock:
+            pipe = self.pipeline
+            render = self._prepare(request)
+            pipe.scheduler = make_scheduler(self._base_scheduler_config, render.sampler.name,
+                                            render.sampler.schedule_type)
+            emit(events.JobStarted("generate", request.steps * request.count,
+                                   f"seed {render.seed}"))
+            for note in render.notes:
+                emit(note)
+            try:
+                self._apply_adapters([(a.lora.name, a.weight) for a in render.active])
+                results = self._render_all(pipe, render, emit, control)
+            finally:
+                self._apply_adapters()
+        outputs = [r.path for r in results if r.path is not None]
+        if control is not None and control.cancelled and len(results) < request.count:
+            emit(events.Cancelled(f"Cancelled after {len(results)} of {request.count} images.",
+                                  outputs))
+        else:
+            emit(events.Finished(results, outputs, f"{len(results)} image(s), seed {render.seed}"))
+        return results
+
+    def _prepare(self, request: GenerationRequest) -> _Render:
+        _validate(request)
+        default_w, default_h = self.default_size()
+        width, height = request.width or default_w, request.height or default_h
+        for key, value in (("width", width), ("height", height)):
+            if value % 8:
+                raise ConfigError(f"generate.{key}", f"{value} is not a multiple of 8.",
+                                  f"Use e.g. {max(8, value // 8 * 8)}.")
+        sampler = resolve_sampler(request.sampler, request.schedule_type)
+        clean, tags = pnginfo.parse_prompt_loras(request.prompt)
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32 - 1)
+        notes: list[events.Log] = []
+        return _Render(request, clean, sampler, width, height, int(seed),
+                       self._active_loras(tags, notes.append), notes)
+
+    def _active_loras(self, tags: list, note: events.Emit) -> list[_ActiveLora]:
+        """The session's enabled LoRAs, with prompt tags overriding weight (and enabling)."""
+        chosen = {lo.name: _ActiveLora(lo, lo.weight, lo.prompt_name)
+                  for lo in self._loras.values() if lo.enabled}
+        for tag in tags:
+            lora = self._find_by_prompt_name(tag.name)
+            if lora is None:
+                note(events.Log(f"<lora:{tag.name}> in the prompt: no LoRA of that name is "
+                                "loaded; ignored.", "warning"))
+                continue
+            if tag.te_weight is not None and tag.te_weight != tag.weight:
+                note(events.Log(f"<lora:{tag.name}>: separate text-encoder weight "
+                                f"{tag.te_weight:g} not supported; using {tag.weight:g} for "
+                                "the whole LoRA.", "warning"))
+            chosen[lora.name] = _ActiveLora(lora, float(tag.weight), tag.name)
+        order = list(self._loras)
+        return sorted(chosen.values(), key=lambda a: order.index(a.lora.name))
+
+    def _find_by_prompt_name(self, name: str) -> SessionLora | None:
+        key = name.lower()
+        for lora in self._loras.values():
+            if key in {lora.name.lower(), lora.prompt_name.lower(), (lora.alias or "").lower()}:
+                return lora
+        return None
+
+    def _render_all(self, pipe, render: _Render, emit: events.Emit,
+                    control: Any) -> list[GeneratedImage]:
+        import torch
+
+        request = render.request
+        results: list[GeneratedImage] = []
+        arch = getattr(self._source, "arch", "sd1")
+        for index in range(request.count):
+            if control is not None and control.cancelled:
+                break
+            seed = render.seed + index
+            step_end = step_callback(emit, control, index, arch)
+            output = pipe(
+                prompt=render.clean_prompt,
+                negative_prompt=request.negative or None,
+                num_inference_steps=request.steps,
+                guidance_scale=request.cfg,
+                width=render.width,
+                height=render.height,
+                generator=torch.Generator("cpu").manual_seed(seed),
+                callback_on_step_end=step_end,
+                callback_on_step_end_tensor_inputs=["latents"],
+                output_type="pil",
+            )
+            if control is not None and control.cancelled:
+                break  # the interrupted image is unfinished: neither returned nor saved
+            results.append(self._finish_image(output.images[0], render, seed, index, emit))
+        return results
+
+    def _finish_image(self, image, render: _Render, seed: int, index: int,
+                      emit: events.Emit) -> GeneratedImage:
+        request = render.request
+        parameters = pnginfo.format_parameters(
+            prompt=request.prompt, negative=request.negative, steps=request.steps,
+            sampler=render.sampler.name, schedule_type=render.sampler.schedule_type,
+            cfg=request.cfg, seed=seed, width=render.width, height=render.height,
+            model_name=self.model_name, model_hash=self.model_hash,
+            loras=[(a.tag_name, a.weight, a.lora.short_hash) for a in render.active],
+            version=self._version,
+        )
+        path = None
+        if request.out_dir is not None:
+            out_dir = Path(request.out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = pnginfo.save_png_with_parameters(image, pnginfo.next_image_path(out_dir, seed),
+                                                    parameters)
+        emit(events.ImageGenerated(path, image.copy(), seed, index, parameters))
+        return GeneratedImage(image, seed, index, parameters, path)
+
+
+# ---------------------------------------------------------------------- helpers
+def _validate(request: GenerationRequest) -> None:
+    if request.steps < 1:
+        raise ConfigError("generate.steps", f"must be at least 1, not {request.steps}.")
+    if request.count < 1:
+        raise ConfigError("generate.count", f"must be at least 1, not {request.count}.")
+    if request.cfg < 0:
+        raise ConfigError("generate.cfg", f"must not be negative, not {request.cfg}.")
+    if request.seed is not None and request.seed < 0:
+        raise ConfigError("generate.seed", f"must not be negative, not {request.seed}.",
+                          "Leave it empty for a random seed.")
+
+
+def _pipe_adapters(pipe) -> set[str]:
+    try:
+        return {name for names in pipe.get_list_adapters().values() for name in names}
+    except Exception:  # no PEFT layers yet
+        return set()
+
+
+def _delete_adapter(pipe, name: str) -> None:
+    if name in _pipe_adapters(pipe):
+        pipe.delete_adapters([name])
+
+
+def _short_hash(path: Path) -> str:
+    from lora_studio.core.lora.hashing import short_hash
+
+    try:
+        return short_hash(path)
+    except (StudioError, OSError, ValueError):
+        return ""
+
+
+def _alias(path: Path) -> str | None:
+    """`ss_output_name` from the safetensors header (A1111's LoRA alias), read without tensors."""
+    from lora_studio.core.lora.sft import read_header
+
+    try:
+        return read_header(path).metadata.get("ss_output_name") or None
+    except (StudioError, OSError):  # not safetensors (a legacy file): no alias
+        return None
+
+
+def _studio_version() -> str:
+    from lora_studio import __version__
+
+    return f"lora-studio {__version__}"

@@ -1,0 +1,107 @@
+"""`lora-studio generate` end to end: a real subprocess writes PNGs A1111 can read back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def make_lora_file(model_dir: Path, out_path: Path, seed: int, **unet_kw) -> Path:
+    """A random rank-4 PEFT LoRA on a UNet's attention (the tiny one unless `unet_kw` given)."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    if unet_kw:
+        unet = UNet2DConditionModel(**unet_kw)
+    else:
+        unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    tmp = out_path.parent / f".{out_path.stem}-dir"
+    StableDiffusionPipeline.save_lora_weights(
+        tmp, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
+    (tmp / "pytorch_lora_weights.safetensors").rename(out_path)
+    tmp.rmdir()
+    return out_path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The tiny model gains nothing from 2 threads, and they are several times slower when the
+    machine is busy (other test runs): one thread keeps these tests fast and steady."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(Path(__file__).parents[2]))
+    return subprocess.run([sys.executable, "-m", "lora_studio", "generate", *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_generate_writes_pngs_with_a1111_parameters(tiny_model_dir, tmp_path):
+    from lora_studio.core.generate.pnginfo import parse_parameters
+    from lora_studio.core.lora.hashing import short_hash
+
+    style = make_lora_file(tiny_model_dir, tmp_path / "style.safetensors", seed=1)
+    ink = make_lora_file(tiny_model_dir, tmp_path / "ink.safetensors", seed=2)
+    out = tmp_path / "out"
+    proc = run_cli("--model", str(tiny_model_dir), "--lora", f"{style}:0.7", "--lora", str(ink),
+                   "--prompt", "a red circle on blue", "--negative", "blurry", "--steps", "3",
+                   "--seed", "42", "--count", "2", "--sampler", "DPM++ 2M Karras",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "style.safetensors: 32/32 modules matched" in proc.stdout
+    assert "ink.safetensors: 32/32 modules matched" in proc.stdout
+
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == ["00000-42.png", "00001-43.png"]
+    for path in files:
+        assert str(path) in proc.stdout  # each saved file is printed
+    for path, seed in zip(files, (42, 43)):
+        with Image.open(path) as image:
+            assert image.size == (64, 64)
+            text = image.text["parameters"]
+        lines = text.split("\n")
+        assert lines[0] == "a red circle on blue, <lora:style:0.7>, <lora:ink:1>"
+        assert lines[1] == "Negative prompt: blurry"
+        assert (f"Steps: 3, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, "
+                f"Seed: {seed}, Size: 64x64, ") in lines[2]
+        assert (f'Lora hashes: "style: {short_hash(style)}, ink: {short_hash(ink)}"'
+                in lines[2])
+        params = parse_parameters(text)
+        assert [(lo["name"], lo["weight"]) for lo in params["loras"]] == [("style", 0.7),
+                                                                          ("ink", 1.0)]
+
+
+def test_a_lora_for_another_model_fails_with_the_reason(tiny_model_dir, tmp_path, capsys):
+    """In-process through `cli.main` (the same handler as the subprocess, without the start-up)."""
+    from lora_studio.cli import main
+
+    wide = make_lora_file(tiny_model_dir, tmp_path / "wide.safetensors", seed=3,
+                          sample_size=32, block_out_channels=(64, 128), layers_per_block=1,
+                          down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                          cross_attention_dim=32, norm_num_groups=32)
+    out = tmp_path / "out"
+    code = main(["generate", "--model", str(tiny_model_dir), "--lora", f"{wide}:0.5",
+                 "--prompt", "a cat", "--steps", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "error:" in err and "does not fit this model" in err
+    assert not out.exists() or not any(out.iterdir())
