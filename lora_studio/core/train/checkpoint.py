@@ -1,0 +1,98 @@
+"""Resumable checkpoints: `<output>/checkpoints/step-<N>/`.
+
+A checkpoint folder holds what `accelerator.save_state` writes (optimizer state, gradient
+scaler, the RNG states of every process) with the model weights replaced by the LoRA weights
+only (`lora_state.safetensors`, via the accelerate save/load hooks the trainer registers), plus:
+
+* `trainer_state.json`: step, total steps, samples consumed (the data order is a pure function of
+  seed and position, so this is the whole data-order state), epoch, seed, the LR scheduler state.
+* `noise_rng_<rank>.safetensors`: the state of each process's noise / timestep generator.
+
+Nothing in a checkpoint is a custom pickle: the learning-rate scheduler goes to JSON (accelerate
+would unpickle it with `weights_only=False`). The folder is written as `.step-<N>.partial` and
+renamed when complete, so a crash never leaves a half checkpoint under a real name.
+Checkpoints are resume state for this machine's runs, not files to exchange: share the LoRA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lora_studio.core.errors import StudioError
+from lora_studio.core.fileio import atomic_write_text
+
+STATE_FILE = "trainer_state.json"
+LORA_STATE_FILE = "lora_state.safetensors"
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / "checkpoints" / f"step-{step}"
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, noise_generator: torch.Generator,
+                    trainer_state: dict[str, Any]) -> Path:
+    """Save everything needed to continue at `step` (collective: every process calls it)."""
+    from safetensors.torch import save_file
+
+    final = checkpoint_dir(output_dir, step)
+    partial = final.parent / f".{final.name}.partial"
+    if accelerator.is_main_process:
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    rank = accelerator.process_index
+    save_file({"state": noise_generator.get_state().cpu()},
+              str(partial / f"noise_rng_{rank}.safetensors"))
+    if accelerator.is_main_process:
+        atomic_write_text(partial / STATE_FILE, json.dumps(trainer_state, indent=2))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_trainer_state(folder: Path) -> dict[str, Any]:
+    """The trainer state of a checkpoint folder; StudioError when it is not one."""
+    state_file = Path(folder) / STATE_FILE
+    if not state_file.is_file() or not (Path(folder) / LORA_STATE_FILE).is_file():
+        raise StudioError(f"Cannot resume from {folder}: it is not a training checkpoint "
+                          f"(no {STATE_FILE} / {LORA_STATE_FILE}).",
+                          "Pass a folder like <output>/checkpoints/step-500 to --resume.")
+    try:
+        return json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StudioError(f"Cannot resume from {folder}: {STATE_FILE} is unreadable ({exc}).",
+                          "Pick an earlier checkpoint folder.") from exc
+
+
+def load_noise_generator(folder: Path, rank: int, generator: torch.Generator) -> None:
+    from safetensors.torch import load_file
+
+    path = Path(folder) / f"noise_rng_{rank}.safetensors"
+    if not path.is_file():
+        raise StudioError(f"Cannot resume from {folder}: no noise generator state for process "
+                          f"{rank}.", "Resume with the same number of processes as the run "
+                          "that wrote the checkpoint.")
+    generator.set_state(load_file(str(path))["state"])
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint with the highest step under `<output>/checkpoints`, if any."""
+    root = Path(output_dir) / "checkpoints"
+    found = []
+    for child in root.glob("step-*") if root.is_dir() else []:
+        suffix = child.name[len("step-"):]
+        if suffix.isdigit() and (child / STATE_FILE).is_file():
+            found.append((int(suffix), child))
+    return max(found)[1] if found else None

@@ -1,0 +1,449 @@
+"""`TrainConfig`: every setting of a LoRA training run, with defaults, help text and validation.
+
+A config is a set of dataclasses (one per TOML section), loaded from / saved to TOML with a
+`schema_version`. Unknown keys and invalid values raise `ConfigError` naming the key
+("train.learning_rate: must be > 0, got -1").
+
+Paths
+-----
+* A relative path written in a config *file* is relative to that file's folder, so a config and
+  its dataset can travel together (`path = "images"` next to `train.toml`).
+* A relative path given on the command line (`--set dataset.path=imgs`) is relative to the current
+  working directory, like any other command-line path.
+* `${cwd}` at the start of a path means the current working directory and `${config_dir}` the
+  config file's folder; `~` is the home folder. The shipped quickstart preset writes to
+  `${cwd}/output/quickstart`, so running it from the repository root fills `./output/`.
+* The config saved beside the output holds absolute paths, so it re-runs from anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from lora_studio.core.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+TARGET_PRESETS: dict[str, dict[str, list[str]]] = {
+    # UNet attention projections of the transformer blocks (self- and cross-attention).
+    "attention": {
+        "unet": ["to_q", "to_k", "to_v", "to_out.0"],
+        "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    },
+    # kohya's default set: every Linear / 1x1 conv inside the transformer blocks.
+    "attention+mlp": {
+        "unet": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
+                 "ff.net.0.proj", "ff.net.2"],
+        "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+    },
+}
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
+OPTIMIZERS = ("adamw", "adamw8bit")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+OUTPUT_FORMATS = ("kohya", "diffusers")
+SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+PATH_KEYS = {("dataset", "path"), ("output", "path")}
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help text (shown by the UI and in saved configs' docs)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ModelSection:
+    base: str = _f("", "Base model: a diffusers folder, a .safetensors checkpoint or a hub id "
+                   "already in the local cache. Empty or \"tiny\" = the built-in tiny model.")
+
+
+@dataclass
+class DatasetSection:
+    path: str = _f("", "Folder of training images (with caption files beside them).")
+    caption_extension: str = _f(".txt", "Extension of the caption files (image.png → image.txt).")
+    default_caption: str = _f("", "Caption used for images without a caption file.")
+    trigger_word: str = _f("", "Word that calls up the LoRA (stored in the file's metadata; "
+                           "default: the default caption).")
+    resolution: int = _f(512, "Training resolution in pixels (images are resized and cropped).")
+    center_crop: bool = _f(True, "Crop the centre of each image (false: a random crop).")
+    random_flip: bool = _f(False, "Mirror images at random (doubles the latent cache).")
+    repeats: int = _f(1, "How many times each image appears per epoch.")
+
+
+@dataclass
+class LoraSection:
+    rank: int = _f(16, "LoRA rank (dim): size of the low-rank update.")
+    alpha: float = _f(16.0, "LoRA alpha: the update is scaled by alpha / rank.")
+    dropout: float = _f(0.0, "Dropout on the LoRA input during training (0 to < 1).")
+    targets: Any = _f("attention", "\"attention\", \"attention+mlp\" (kohya's default), or a "
+                      "list of UNet module names (e.g. [\"to_q\", \"to_v\"]).")
+    train_text_encoder: bool = _f(False, "Also train a LoRA on the text encoder.")
+    text_encoder_lr: float = _f(0.0, "Learning rate of the text-encoder LoRA "
+                                "(0 = the same as train.learning_rate).")
+
+
+@dataclass
+class TrainSection:
+    steps: int = _f(1000, "Number of optimizer steps.")
+    batch_size: int = _f(1, "Images per step on each process.")
+    gradient_accumulation: int = _f(1, "Batches summed before each optimizer step.")
+    learning_rate: float = _f(1e-4, "Learning rate of the UNet LoRA.")
+    lr_scheduler: str = _f("constant", "Learning-rate schedule: " + ", ".join(LR_SCHEDULERS) + ".")
+    warmup_steps: int = _f(0, "Steps of linear warm-up (schedulers with warm-up).")
+    optimizer: str = _f("adamw", "\"adamw\", or \"adamw8bit\" (needs bitsandbytes and CUDA).")
+    weight_decay: float = _f(1e-2, "AdamW weight decay.")
+    seed: int = _f(42, "Seed for LoRA init, data order, noise and timesteps.")
+    device: str = _f("auto", "\"auto\" (CUDA, then Apple MPS, then CPU), \"cuda\", \"mps\" "
+                     "or \"cpu\".")
+    mixed_precision: str = _f("no", "\"no\" (fp32), \"fp16\" (CUDA) or \"bf16\".")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory in the UNet.")
+    min_snr_gamma: float = _f(0.0, "Min-SNR loss weighting gamma (5 is usual; 0 = off).")
+    noise_offset: float = _f(0.0, "Noise offset (0.05-0.1 helps very dark/bright images).")
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).")
+    cache_latents: bool = _f(True, "Encode every image (and caption) once before training.")
+
+
+@dataclass
+class SampleSection:
+    every: int = _f(0, "Render preview images every N steps (0 = off).")
+    prompts: list = _f([], "Preview prompts (fixed; rendered with the fixed seed).")
+    negative_prompt: str = _f("", "Negative prompt of the previews.")
+    seed: int = _f(1234, "Seed of the previews (the same every time, to compare steps).")
+    steps: int = _f(20, "Denoising steps of a preview.")
+    cfg: float = _f(7.0, "Guidance scale of the previews.")
+    sampler: str = _f("Euler a", "Sampler of the previews, by its A1111 name (as in "
+                      "`lora-studio generate --sampler`).")
+
+
+@dataclass
+class CheckpointSection:
+    every: int = _f(0, "Save a resumable checkpoint every N steps (0 = off).")
+
+
+@dataclass
+class OutputSection:
+    path: str = _f("output", "Output folder (LoRA files, the config used, checkpoints).")
+    name: str = _f("lora", "File name of the LoRA (without .safetensors).")
+    format: str = _f("kohya", "\"kohya\" (A1111, ComfyUI, Forge) or \"diffusers\" (PEFT keys).")
+    save_every: int = _f(0, "Also save <name>-step<N>.safetensors every N steps (0 = off).")
+    save_precision: str = _f("fp16", "Precision of the saved LoRA: fp16, bf16 or fp32.")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelSection, "dataset": DatasetSection, "lora": LoraSection,
+    "train": TrainSection, "sample": SampleSection, "checkpoint": CheckpointSection,
+    "output": OutputSection,
+}
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    sample: SampleSection = field(default_factory=SampleSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    schema_version: int = SCHEMA_VERSION
+
+    # ------------------------------------------------------------------ convenience
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.path)
+
+    @property
+    def lora_path(self) -> Path:
+        return self.output_dir / f"{self.output.name}.safetensors"
+
+    @property
+    def config_copy_path(self) -> Path:
+        return self.output_dir / f"{self.output.name}.toml"
+
+    def unet_targets(self) -> list[str]:
+        t = self.lora.targets
+        return list(TARGET_PRESETS[t]["unet"]) if isinstance(t, str) else list(t)
+
+    def text_encoder_targets(self) -> list[str]:
+        t = self.lora.targets
+        preset = t if isinstance(t, str) else "attention"
+        return list(TARGET_PRESETS[preset]["text_encoder"])
+
+    def trigger_phrase(self) -> str:
+        return self.dataset.trigger_word or self.dataset.default_caption
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema_version": self.schema_version}
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        return out
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> TrainConfig:
+        """Check every value; raise ConfigError naming the first bad key. Returns self."""
+        d, lo, tr, sa, ck, out = (self.dataset, self.lora, self.train, self.sample,
+                                  self.checkpoint, self.output)
+        if self.schema_version != SCHEMA_VERSION:
+            raise ConfigError("schema_version", f"must be {SCHEMA_VERSION}, got "
+                              f"{self.schema_version}", "This config was written by another "
+                              "version of LoRA Studio; re-create it from a preset.")
+        if not d.path:
+            raise ConfigError("dataset.path", "is empty", "Set it to the folder of your images.")
+        _check(d.caption_extension.startswith("."), "dataset.caption_extension",
+               f"must start with '.', got {d.caption_extension!r}")
+        _at_least("dataset.resolution", d.resolution, 8)
+        _check(d.resolution % 8 == 0, "dataset.resolution",
+               f"must be a multiple of 8, got {d.resolution}")
+        _at_least("dataset.repeats", d.repeats, 1)
+        _at_least("lora.rank", lo.rank, 1)
+        _positive("lora.alpha", lo.alpha)
+        _check(0 <= lo.dropout < 1, "lora.dropout", f"must be in [0, 1), got {lo.dropout}")
+        if isinstance(lo.targets, str):
+            _one_of("lora.targets", lo.targets, tuple(TARGET_PRESETS),
+                    extra=" or a list of module names")
+        elif (not isinstance(lo.targets, list) or not lo.targets
+              or not all(isinstance(t, str) and t for t in lo.targets)):
+            raise ConfigError("lora.targets", f"must be a preset name or a non-empty list of "
+                              f"module names, got {lo.targets!r}")
+        _check(lo.text_encoder_lr >= 0, "lora.text_encoder_lr",
+               f"must be >= 0, got {lo.text_encoder_lr}")
+        _at_least("train.steps", tr.steps, 1)
+        _at_least("train.batch_size", tr.batch_size, 1)
+        _at_least("train.gradient_accumulation", tr.gradient_accumulation, 1)
+        _positive("train.learning_rate", tr.learning_rate)
+        _one_of("train.lr_scheduler", tr.lr_scheduler, LR_SCHEDULERS)
+        _at_least("train.warmup_steps", tr.warmup_steps, 0)
+        _one_of("train.optimizer", tr.optimizer, OPTIMIZERS)
+        _check(tr.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {tr.weight_decay}")
+        _one_of("train.device", tr.device, DEVICES)
+        _one_of("train.mixed_precision", tr.mixed_precision, MIXED_PRECISIONS)
+        for key in ("min_snr_gamma", "noise_offset", "max_grad_norm"):
+            value = getattr(tr, key)
+            _check(value >= 0, f"train.{key}", f"must be >= 0 (0 = off), got {value}")
+        _at_least("sample.every", sa.every, 0)
+        _check(all(isinstance(p, str) for p in sa.prompts), "sample.prompts",
+               f"must be a list of strings, got {sa.prompts!r}")
+        if sa.every and not sa.prompts:
+            raise ConfigError("sample.prompts", "is empty but sample.every is set",
+                              "Add at least one prompt, or set sample.every = 0.")
+        _at_least("sample.steps", sa.steps, 1)
+        _check(sa.cfg >= 0, "sample.cfg", f"must be >= 0, got {sa.cfg}")
+        _check_sampler(sa.sampler)
+        _at_least("checkpoint.every", ck.every, 0)
+        if not out.path:
+            raise ConfigError("output.path", "is empty", "Set the folder to write the LoRA to.")
+        _check(bool(out.name) and not any(c in out.name for c in "/\\:"), "output.name",
+               f"must be a plain file name, got {out.name!r}")
+        _one_of("output.format", out.format, OUTPUT_FORMATS)
+        _at_least("output.save_every", out.save_every, 0)
+        _one_of("output.save_precision", out.save_precision, SAVE_PRECISIONS)
+        return self
+
+
+def _check_sampler(name: str) -> None:
+    from lora_studio.core.errors import StudioError
+    from lora_studio.core.generate.samplers import resolve_sampler
+
+    try:
+        resolve_sampler(name)
+    except StudioError as exc:
+        raise ConfigError("sample.sampler", f"unknown sampler {name!r}", exc.fix) from exc
+
+
+def _check(ok: bool, key: str, what: str, fix: str = "") -> None:
+    if not ok:
+        raise ConfigError(key, what, fix)
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    _check(value >= low, key, f"must be >= {low}, got {value}")
+
+
+def _positive(key: str, value: float) -> None:
+    _check(value > 0 and math.isfinite(value), key, f"must be > 0, got {value:g}")
+
+
+def _one_of(key: str, value: str, allowed: Sequence[str], extra: str = "") -> None:
+    _check(value in allowed, key, f"must be one of {', '.join(repr(a) for a in allowed)}"
+           f"{extra}, got {value!r}")
+
+
+# ---------------------------------------------------------------------- typed values
+def _field_types(section_cls: type) -> dict[str, Any]:
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(section_cls)}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Check `value` against the type of the field's default, converting int → float."""
+    if key == "lora.targets":
+        if isinstance(value, (str, list)):
+            return value
+    elif isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, list):
+            return value
+    kind = "a list" if isinstance(default, list) else type(default).__name__
+    if key == "lora.targets":
+        kind = "a preset name or a list of module names"
+    raise ConfigError(key, f"must be {kind}, got {value!r}")
+
+
+def _parse_cli_value(key: str, raw: str, default: Any) -> Any:
+    """Parse the text of `--set key=value` by the type of the field."""
+    text = raw.strip()
+    if isinstance(default, str) and not key == "lora.targets":
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" else text
+    if isinstance(default, bool):
+        low = text.lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(key, f"must be true or false, got {raw!r}")
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    if isinstance(default, list) or key == "lora.targets":
+        if "," in text:  # a,b,c
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return text if key == "lora.targets" else [text]
+    kind = "a number" if isinstance(default, (int, float)) else type(default).__name__
+    raise ConfigError(key, f"must be {kind}, got {raw!r}")
+
+
+def _resolve_path(value: str, base_dir: Path) -> str:
+    if not value:
+        return value
+    if value.startswith("${cwd}"):
+        value = str(Path.cwd()) + value[len("${cwd}"):]
+    elif value.startswith("${config_dir}"):
+        value = str(base_dir) + value[len("${config_dir}"):]
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    return str(path.resolve())
+
+
+# ---------------------------------------------------------------------- dict / TOML / overrides
+def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None,
+                     validate: bool = True) -> TrainConfig:
+    """Build a config from a TOML-shaped dict; relative paths resolve against `base_dir`
+    (default: the current directory). Unknown sections/keys are errors naming them."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    cfg = TrainConfig()
+    for section, values in data.items():
+        if section == "schema_version":
+            cfg.schema_version = _coerce("schema_version", values, 0)
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(section, "unknown section",
+                              f"Known sections: {', '.join(SECTIONS)}.")
+        if not isinstance(values, dict):
+            raise ConfigError(section, f"must be a table ([{section}]), got {values!r}")
+        for key, value in values.items():
+            _set_value(cfg, section, key, value, base)
+    return cfg.validate() if validate else cfg
+
+
+def _set_value(cfg: TrainConfig, section: str, key: str, value: Any, base: Path) -> None:
+    obj = getattr(cfg, section)
+    defaults = _field_types(type(obj))
+    dotted = f"{section}.{key}"
+    if key not in defaults:
+        raise ConfigError(dotted, "unknown key",
+                          f"Known keys in [{section}]: {', '.join(defaults)}.")
+    value = _coerce(dotted, value, defaults[key])
+    if (section, key) in PATH_KEYS:
+        value = _resolve_path(value, base)
+    setattr(obj, key, value)
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Sequence[str],
+                    base_dir: str | Path | None = None) -> TrainConfig:
+    """Apply `section.key=value` strings (typed by the field); relative paths resolve against
+    `base_dir` (default: the current directory). Returns the validated config."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(dotted.strip() or item, f"override must look like "
+                              f"section.key=value, got {item!r}")
+        if section not in SECTIONS:
+            raise ConfigError(section, "unknown section",
+                              f"Known sections: {', '.join(SECTIONS)}.")
+        defaults = _field_types(SECTIONS[section])
+        if key not in defaults:
+            raise ConfigError(f"{section}.{key}", "unknown key",
+                              f"Known keys in [{section}]: {', '.join(defaults)}.")
+        _set_value(cfg, section, key, _parse_cli_value(f"{section}.{key}", raw,
+                                                        defaults[key]), base)
+    return cfg.validate()
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a TOML config (relative paths → its folder), apply `--set` overrides (relative
+    paths → the current directory) and validate."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("config", f"file not found: {path}",
+                          "Check the path, or start from resources/presets/quickstart.toml.")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from exc
+    cfg = config_from_dict(data, base_dir=path.resolve().parent, validate=not overrides)
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def config_to_toml(cfg: TrainConfig) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(cfg.to_dict())
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> Path:
+    """Write the config as TOML (atomically) with absolute paths; returns the path."""
+    from lora_studio.core.fileio import atomic_write_text
+
+    header = (f"# LoRA Studio training config (schema {cfg.schema_version}).\n"
+              f"# Re-run with: lora-studio train {Path(path).name}\n")
+    atomic_write_text(path, header + config_to_toml(cfg))
+    return Path(path)
+
+
+def describe_keys() -> dict[str, str]:
+    """{"section.key": help text} for every key (the UI's tooltips, `--help` style listings)."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            out[f"{section}.{f.name}"] = f.metadata.get("help", "")
+    return out
+
+
+__all__ = [
+    "TrainConfig", "ModelSection", "DatasetSection", "LoraSection", "TrainSection",
+    "SampleSection", "CheckpointSection", "OutputSection", "SCHEMA_VERSION", "TARGET_PRESETS",
+    "load_config", "save_config", "config_from_dict", "apply_overrides", "config_to_toml",
+    "describe_keys",
+]

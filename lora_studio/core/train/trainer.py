@@ -1,0 +1,473 @@
+"""The LoRA training loop: one readable, linear file.
+
+`train(config, emit, control)` trains a LoRA on a Stable Diffusion UNet (and optionally its text
+encoder) and returns a `TrainResult`; `run_training_job` wraps it so a job always ends in exactly
+one Finished / Failed / Cancelled event. Read top to bottom:
+
+  1. accelerate + device      the Accelerator owns device, mixed precision, accumulation, DDP
+  2. dataset                  check_dataset; skipped files are warnings, never fatal
+  3. base model               loaded once; frozen; DDPM noise scheduler from the base config
+  4. LoRA                     peft adapters on the UNet (and text encoder); only they train
+  5. optimizer + schedule     the trainable parameters are a *list* (clipping must see them)
+  6. caches                   VAE latents / text embeddings once per image, keyed by index
+  7. resume                   accelerate state + our step, data position and noise generator
+  8. loop                     sample → noise → predict → fp32 loss → backward → clip → step
+  9. export                   the LoRA (kohya layout + metadata) via lora_studio.core.lora
+
+Runs unchanged on one CPU, one GPU or many processes (`accelerate launch -m lora_studio train
+CONFIG`): every process trains on its own slice of each step's samples, gradients are averaged
+by DDP, and only the main process writes files and emits events.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lora_studio.core import events as ev
+from lora_studio.core.errors import ConfigError, DatasetError, StudioError
+from lora_studio.core.jobs import JobControl
+from lora_studio.core.train.config import TrainConfig, save_config
+
+BASE_MODEL_VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2", "sd2-v": "sd_v2_v",
+                       "sdxl": "sdxl_base_v1-0"}
+
+
+@dataclass
+class TrainResult:
+    lora_path: Path | None  # the LoRA file written last (the final one, or on cancel)
+    steps_done: int
+    total_steps: int
+    cancelled: bool = False
+    outputs: list[Path] = field(default_factory=list)  # every file written (LoRAs, config)
+    last_checkpoint: Path | None = None
+    final_loss: float | None = None
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# Exit codes of `lora-studio train` for each way a job ends.
+EXIT_FINISHED, EXIT_UNEXPECTED, EXIT_STUDIO_ERROR, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def run_training_job(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
+                     resume_from: str | Path | None = None) -> ev.Event:
+    """Run `train` and emit exactly one terminal event (Finished, Failed or Cancelled), which is
+    also returned. Never raises for a training failure: Failed carries the message a person can
+    act on (StudioError.user_message()) and the traceback in `details`."""
+    return run_training_job_with_code(config, emit, control, resume_from)[0]
+
+
+def run_training_job_with_code(config: TrainConfig, emit: ev.Emit,
+                               control: JobControl | None = None,
+                               resume_from: str | Path | None = None) -> tuple[ev.Event, int]:
+    """`run_training_job`, also returning the CLI exit code (0, 1, 2 or 130)."""
+    control = control or JobControl()
+    say = emit if _is_main_process() else (lambda event: None)
+    terminal: ev.Event
+    code = EXIT_FINISHED
+    try:
+        result = train(config, emit, control, resume_from=resume_from)
+    except StudioError as exc:
+        terminal = ev.Failed(message=exc.user_message(), details=traceback.format_exc())
+        code = EXIT_STUDIO_ERROR
+    except KeyboardInterrupt:  # a second Ctrl+C: stop now, without saving
+        terminal = ev.Cancelled(message="Training aborted; nothing was saved after the last "
+                                "LoRA or checkpoint written.")
+        code = EXIT_CANCELLED
+    except Exception as exc:  # a bug or an environment problem: short message, details behind
+        code = EXIT_UNEXPECTED
+        terminal = ev.Failed(
+            message=f"Training stopped by an unexpected error: {type(exc).__name__}: {exc}\n"
+                    "See the details; if it looks like a bug, please report it with them.",
+            details=traceback.format_exc())
+    else:
+        if result.cancelled:
+            where = f" The LoRA trained so far is saved at {result.lora_path}." \
+                if result.lora_path else ""
+            resume = f" Continue with --resume {result.last_checkpoint}." \
+                if result.last_checkpoint else ""
+            terminal = ev.Cancelled(message=f"Training cancelled at step {result.steps_done} of "
+                                    f"{result.total_steps}.{where}{resume}",
+                                    outputs=list(result.outputs))
+            code = EXIT_CANCELLED
+        else:
+            terminal = ev.Finished(result=result, outputs=list(result.outputs),
+                                   message=f"Training finished: {result.total_steps} steps. "
+                                           f"LoRA saved at {result.lora_path}.")
+    say(terminal)
+    return terminal, code
+
+
+def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
+          resume_from: str | Path | None = None) -> TrainResult:
+    """Train a LoRA as `config` says, reporting through `emit`, steered by `control`."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import set_seed
+    from diffusers import DDPMScheduler
+    from diffusers.optimization import get_scheduler
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    from lora_studio.core.dataset.checks import check_dataset
+    from lora_studio.core.dataset.scan import tag_frequency
+    from lora_studio.core.models.loading import load_pipeline, resolve_model
+    from lora_studio.core.train import checkpoint as ckpt
+    from lora_studio.core.train.data import (DataOrder, Example, TrainData, encode_text,
+                                             latent_distribution, sample_latents)
+    from lora_studio.core.train.device import configure_backends, select_device
+    from lora_studio.core.train.objective import diffusion_loss, offset_noise, training_target
+    from lora_studio.core.train.preview import render_previews
+
+    control = control or JobControl()
+    cfg = config.validate()
+    d, lo, tr, out = cfg.dataset, cfg.lora, cfg.train, cfg.output
+    started_at = time.time()
+
+    # ------------------------------------------------------------------ 1. accelerate + device
+    choice = select_device(tr.device, tr.mixed_precision)
+    configure_backends(choice)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        AcceleratorState._reset_state(True)  # a fresh state per run inside one process (app)
+    accelerator = Accelerator(cpu=choice.use_cpu, mixed_precision=tr.mixed_precision,
+                              gradient_accumulation_steps=tr.gradient_accumulation)
+    is_main = accelerator.is_main_process
+    say = emit if is_main else (lambda event: None)
+    for note in choice.notes:
+        say(ev.Log(note, level="warning"))
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    weight_dtype = getattr(torch, choice.weight_dtype_name)
+    set_seed(tr.seed)  # same LoRA initialisation on every process and every run
+
+    # ------------------------------------------------------------------ 2. dataset
+    report = check_dataset(d.path, caption_extension=d.caption_extension,
+                           default_caption=d.default_caption, min_size=min(64, d.resolution))
+    for skipped in report.skipped:
+        say(ev.Log(f"Skipped {skipped.path.name}: {skipped.reason}", level="warning"))
+    if not report.usable:
+        raise DatasetError(f"No usable images in {d.path} ({len(report.skipped)} skipped).",
+                           "Add PNG/JPEG/WebP images (with .txt captions beside them) to the "
+                           "folder, fix the skipped files listed above, or point dataset.path "
+                           "at the folder that holds your images.")
+    examples = [Example(i, item.image_path, item.caption, item.repeats)
+                for i, item in enumerate(report.items)]
+    order = DataOrder(examples, d.repeats, tr.seed, d.random_flip)
+    data = TrainData(examples, d.resolution, d.center_crop, tr.seed)
+
+    # ------------------------------------------------------------------ 3. base model
+    base_spec = None if cfg.model.base in ("", "tiny") else cfg.model.base
+    with accelerator.main_process_first():  # the main process creates the built-in model once
+        source = resolve_model(base_spec)
+        pipe = load_pipeline(source) if source.arch != "sdxl" else None
+    if source.arch == "sdxl":
+        raise StudioError("Training SDXL LoRAs is not supported yet.",
+                          "Pick an SD 1.x or SD 2.x base model in model.base.")
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    base_scheduler_config = dict(pipe.scheduler.config)
+    noise_scheduler = DDPMScheduler.from_config(base_scheduler_config)
+    del pipe
+    for model in (unet, vae, text_encoder):
+        model.requires_grad_(False)
+    for model in (unet, vae, text_encoder):
+        model.to(device) if weight_dtype == torch.float32 else model.to(device, weight_dtype)
+
+    # ------------------------------------------------------------------ 4. LoRA adapters
+    try:
+        unet.add_adapter(LoraConfig(r=lo.rank, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
+                                    init_lora_weights="gaussian",
+                                    target_modules=cfg.unet_targets()))
+    except ValueError as exc:
+        raise ConfigError("lora.targets", f"matches no layer of this UNet ({exc})",
+                          "Use \"attention\", \"attention+mlp\" or UNet module names such as "
+                          "\"to_q\".") from exc
+    if lo.train_text_encoder:
+        text_encoder.add_adapter(LoraConfig(r=lo.rank, lora_alpha=lo.alpha,
+                                            lora_dropout=lo.dropout, init_lora_weights="gaussian",
+                                            target_modules=cfg.text_encoder_targets()))
+    if weight_dtype != torch.float32:  # frozen base in half precision, LoRA weights in fp32
+        from diffusers.training_utils import cast_training_params
+
+        cast_training_params([unet, text_encoder] if lo.train_text_encoder else [unet],
+                             dtype=torch.float32)
+    if tr.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if lo.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+
+    # ------------------------------------------------------------------ 5. optimizer + schedule
+    # Lists, not filter() iterators: the optimizer would consume an iterator and gradient
+    # clipping below would then see no parameters at all (REFERENCE §5).
+    unet_params = [p for p in unet.parameters() if p.requires_grad]
+    te_params = [p for p in text_encoder.parameters() if p.requires_grad] \
+        if lo.train_text_encoder else []
+    trainable = unet_params + te_params
+    te_lr = lo.text_encoder_lr or tr.learning_rate
+    groups = [{"params": unet_params, "lr": tr.learning_rate}]
+    if te_params:
+        groups.append({"params": te_params, "lr": te_lr})
+    optimizer = _make_optimizer(tr.optimizer, groups, tr.learning_rate, tr.weight_decay,
+                                choice.kind)
+    # Not passed to accelerator.prepare: it steps once per optimizer step whatever the number
+    # of processes, and its state goes to our JSON (accelerate would pickle it).
+    lr_scheduler = get_scheduler(tr.lr_scheduler, optimizer, num_warmup_steps=tr.warmup_steps,
+                                 num_training_steps=tr.steps)
+    if lo.train_text_encoder:
+        unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
+        trained_models = (unet, text_encoder)
+    else:
+        unet, optimizer = accelerator.prepare(unet, optimizer)
+        trained_models = (unet,)
+
+    def lora_state() -> dict[str, torch.Tensor]:
+        state = {f"unet.{k}": v for k, v in
+                 get_peft_model_state_dict(accelerator.unwrap_model(unet)).items()}
+        if lo.train_text_encoder:
+            state.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(
+                accelerator.unwrap_model(text_encoder)).items()})
+        return state
+
+    # accelerate checkpoints hold the LoRA weights only, never the multi-GB frozen base.
+    def save_hook(models, weights, output_dir):
+        if is_main:
+            save_file({k: v.detach().cpu().contiguous() for k, v in lora_state().items()},
+                      str(Path(output_dir) / ckpt.LORA_STATE_FILE))
+        weights.clear()
+
+    def load_hook(models, input_dir):
+        state = load_file(str(Path(input_dir) / ckpt.LORA_STATE_FILE))
+        for prefix, model in (("unet.", unet), ("text_encoder.", text_encoder)):
+            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if part:
+                result = set_peft_model_state_dict(accelerator.unwrap_model(model), part)
+                if getattr(result, "unexpected_keys", None):
+                    raise StudioError("This checkpoint does not match the LoRA settings "
+                                      "(lora.rank / lora.targets changed?).",
+                                      "Resume with the settings of the run that wrote it.")
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+    # ------------------------------------------------------------------ 6. caches
+    cache_text = tr.cache_latents and not lo.train_text_encoder
+    if tr.cache_latents:
+        flips = (False, True) if d.random_flip else (False,)
+        data.cache_latents(vae, flips)
+        if cache_text:
+            data.cache_text(tokenizer, text_encoder)
+        say(ev.Log(f"Cached the latents of {len(examples)} images ({len(data.latents)} "
+                   f"encodings)" + (" and their caption embeddings." if cache_text else
+                                    "; captions are encoded every step because the text "
+                                    "encoder is being trained.")))
+
+    # ------------------------------------------------------------------ 7. resume
+    # A dedicated generator for latent sampling, noise and timesteps: its state is saved in
+    # checkpoints, so a resumed run draws exactly what an unbroken run would have drawn.
+    noise_gen = torch.Generator(device=device).manual_seed(tr.seed + 1_000_003 * (rank + 1))
+    start_step = 0
+    if resume_from is not None:
+        resume_from = Path(resume_from)
+        state = ckpt.read_trainer_state(resume_from)
+        if state.get("seed") != tr.seed:
+            say(ev.Log(f"Resuming a run trained with seed {state.get('seed')} using seed "
+                       f"{tr.seed}: the data order will differ.", level="warning"))
+        accelerator.load_state(str(resume_from))
+        ckpt.load_noise_generator(resume_from, rank, noise_gen)
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        start_step = int(state["step"])
+        if start_step >= tr.steps:
+            raise ConfigError("train.steps", f"is {tr.steps}, but the checkpoint is already at "
+                              f"step {start_step}", "Raise train.steps to train further.")
+        say(ev.Log(f"Resumed from {resume_from} at step {start_step}."))
+
+    if is_main:
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, cfg.config_copy_path)
+    outputs: list[Path] = [cfg.config_copy_path]
+    samples_per_step = tr.batch_size * tr.gradient_accumulation * world
+
+    def export_lora(path: Path, step: int, final: bool) -> Path:
+        """Write the LoRA as trained so far (main process), with training metadata."""
+        from lora_studio.core.lora.formats import lora_from_peft, write_lora
+        from lora_studio.core.lora.metadata import build_training_metadata
+
+        te_model = accelerator.unwrap_model(text_encoder) if lo.train_text_encoder else None
+        lora = lora_from_peft(unet=accelerator.unwrap_model(unet), text_encoder=te_model)
+        captions = [ex.caption for ex in examples]
+        folder = Path(d.path).name
+        lora.metadata = build_training_metadata(
+            network_dim=lo.rank, network_alpha=lo.alpha,
+            base_model_version=BASE_MODEL_VERSIONS[source.arch], base_model_name=source.name,
+            resolution=d.resolution, steps=step,
+            epochs=order.epoch_of(max(step * samples_per_step - 1, 0)) + 1,
+            learning_rate=tr.learning_rate, unet_lr=tr.learning_rate,
+            text_encoder_lr=te_lr if lo.train_text_encoder else None,
+            optimizer=tr.optimizer, lr_scheduler=tr.lr_scheduler, seed=tr.seed,
+            num_train_images=len(examples),
+            tag_frequency={folder: tag_frequency(captions)},
+            dataset_dirs={folder: {"n_repeats": d.repeats, "img_count": len(examples)}},
+            noise_offset=tr.noise_offset, min_snr_gamma=tr.min_snr_gamma,
+            mixed_precision=tr.mixed_precision, training_started_at=started_at,
+            training_finished_at=time.time(), title=out.name,
+            trigger_phrase=cfg.trigger_phrase())
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+        write_lora(lora, path, layout=out.format, dtype=dtype[out.save_precision])
+        outputs.append(path)
+        say(ev.LoraSaved(step=step, path=path, final=final))
+        return path
+
+    def previews(step: int) -> None:
+        if is_main and cfg.sample.prompts:
+            for preview in render_previews(
+                    cfg, step, unet=accelerator.unwrap_model(unet),
+                    text_encoder=accelerator.unwrap_model(text_encoder), vae=vae,
+                    tokenizer=tokenizer, scheduler_config=base_scheduler_config,
+                    accelerator=accelerator):
+                say(preview)
+            for model in trained_models:
+                model.train()
+
+    def checkpoint(step: int) -> Path:
+        state = {"step": step, "total_steps": tr.steps, "samples_seen": step * samples_per_step,
+                 "epoch": order.epoch_of(step * samples_per_step), "seed": tr.seed,
+                 "num_processes": world, "lr_scheduler": lr_scheduler.state_dict()}
+        path = ckpt.save_checkpoint(accelerator, cfg.output_dir, step, noise_gen, state)
+        say(ev.CheckpointSaved(step=step, path=path))
+        return path
+
+    # ------------------------------------------------------------------ 8. the loop
+    say(ev.JobStarted(kind="train", total_steps=tr.steps,
+                      message=f"Training {out.name} on {len(examples)} images for {tr.steps} "
+                              f"steps ({choice.name}, {world} process(es))."))
+    step, last_checkpoint, last_loss, cancelled = start_step, None, None, False
+    last_checkpoint_step = -1
+    step_times: list[float] = []
+    for model in trained_models:
+        model.train()
+    while step < tr.steps:
+        control.wait_if_paused()
+        if _any_process(accelerator, control.cancelled):
+            cancelled = True
+            break
+        tick = time.perf_counter()
+        step_loss = 0.0
+        for micro in range(tr.gradient_accumulation):
+            # This process's samples of this micro-batch: a pure function of the step.
+            first = ((step * tr.gradient_accumulation + micro) * world + rank) * tr.batch_size
+            positions = range(first, first + tr.batch_size)
+            indices = [order.index_at(p) for p in positions]
+            flips = [order.flip_at(p) for p in positions]
+            with accelerator.accumulate(*trained_models):
+                # Latents: a fresh sample of each image's VAE posterior (cached or encoded now).
+                if tr.cache_latents:
+                    mean = torch.cat([data.latents[(i, f)][0] for i, f in zip(indices, flips)])
+                    std = torch.cat([data.latents[(i, f)][1] for i, f in zip(indices, flips)])
+                else:
+                    pixels = torch.stack([data.pixels(i, f, p) for i, f, p in
+                                          zip(indices, flips, positions)])
+                    with torch.no_grad():
+                        mean, std = latent_distribution(vae, pixels)
+                latents = sample_latents(vae, mean.to(device), std.to(device), noise_gen)
+                # Caption conditioning: cached, or encoded (with gradients when TE trains).
+                if cache_text:
+                    hidden = torch.cat([data.text[i] for i in indices]).to(device)
+                else:
+                    captions = [examples[i].caption for i in indices]
+                    with torch.set_grad_enabled(lo.train_text_encoder):
+                        hidden = encode_text(tokenizer, text_encoder, captions)
+                # Forward diffusion at random timesteps, with the dedicated generator.
+                noise = torch.randn(latents.shape, generator=noise_gen, device=device)
+                noise = offset_noise(noise, tr.noise_offset, noise_gen)
+                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps,
+                                          (latents.shape[0],), generator=noise_gen,
+                                          device=device)
+                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+                target = training_target(noise_scheduler, latents, noise, timesteps)
+                model_pred = unet(noisy.to(weight_dtype), timesteps,
+                                  hidden.to(weight_dtype)).sample
+                loss = diffusion_loss(model_pred, target, noise_scheduler, timesteps,
+                                      tr.min_snr_gamma)  # fp32
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tr.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, tr.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += loss.detach().float().item() / tr.gradient_accumulation
+        lr_scheduler.step()
+        step += 1
+        if world > 1:
+            step_loss = accelerator.reduce(torch.tensor(step_loss, device=device),
+                                           "mean").item()
+        if not math.isfinite(step_loss):
+            raise StudioError(f"The loss became {step_loss} at step {step}: training diverged.",
+                              "Lower train.learning_rate, set train.max_grad_norm (e.g. 1.0), "
+                              "or use mixed_precision = \"bf16\" / \"no\" instead of fp16.")
+        last_loss = step_loss
+        step_times = (step_times + [time.perf_counter() - tick])[-20:]
+        per_step = sum(step_times) / len(step_times)
+        say(ev.StepProgress(step=step, total_steps=tr.steps, loss=step_loss,
+                            lr=lr_scheduler.get_last_lr()[0], it_per_s=1.0 / max(per_step, 1e-9),
+                            eta_s=per_step * (tr.steps - step),
+                            epoch=order.epoch_of(step * samples_per_step - 1)))
+
+        # Side work at step boundaries (everything below is outside the timed step).
+        if step == tr.steps:
+            break
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
+            last_checkpoint, last_checkpoint_step = checkpoint(step), step
+        if is_main and (out.save_every and step % out.save_every == 0
+                        or control.take_save_request()):
+            export_lora(cfg.output_dir / f"{out.name}-step{step}.safetensors", step, False)
+        if cfg.sample.every and step % cfg.sample.every == 0 or control.take_sample_request():
+            previews(step)
+
+    # ------------------------------------------------------------------ 9. export
+    if cancelled and step > start_step and last_checkpoint_step != step:
+        last_checkpoint = checkpoint(step)  # so a cancelled run can be resumed where it stopped
+    lora_path = None
+    if is_main and (not cancelled or step > 0):
+        lora_path = export_lora(cfg.lora_path, step, final=not cancelled)
+    if not cancelled and cfg.sample.every and cfg.sample.prompts:
+        previews(step)  # the final LoRA's previews
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(lora_path=lora_path, steps_done=step, total_steps=tr.steps,
+                       cancelled=cancelled, outputs=outputs, last_checkpoint=last_checkpoint,
+                       final_loss=last_loss)
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """True when `flag` is set on any process (a cancel reaches every process together)."""
+    if accelerator.num_processes == 1:
+        return flag
+    total = accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "sum")
+    return bool(total.item() > 0)
+
+
+def _make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_decay: float,
+                    device_kind: str):
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    # adamw8bit: bitsandbytes' 8-bit AdamW, CUDA only.
+    if device_kind != "cuda":
+        raise ConfigError("train.optimizer", "\"adamw8bit\" needs a CUDA GPU (bitsandbytes).",
+                          "Use optimizer = \"adamw\" on this machine.")
+    try:
+        import bitsandbytes as bnb
+    except ImportError as exc:
+        raise ConfigError("train.optimizer", "\"adamw8bit\" needs the bitsandbytes package, "
+                          "which is not installed.",
+                          "Install it (pip install \"lora-studio[cuda8bit]\" or pip install "
+                          "bitsandbytes), or use optimizer = \"adamw\".") from exc
+    return bnb.optim.AdamW8bit(groups, lr=lr, weight_decay=weight_decay)

@@ -1,0 +1,310 @@
+"""The training loop on the tiny model: what a user of `train` would notice."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from lora_studio.core import events as ev
+from lora_studio.core.jobs import JobControl
+from lora_studio.core.train.config import config_from_dict
+from lora_studio.core.train.trainer import run_training_job
+
+CAPTIONS = ["zqstar, red", "zqstar, green", "zqstar, blue", "zqstar, yellow"]
+COLORS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40)]
+
+
+def make_dataset(folder: Path, count: int = 4) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for i in range(count):
+        img = Image.new("RGB", (64, 64), (245, 245, 240))
+        draw = ImageDraw.Draw(img)
+        x, y = rng.randint(4, 24), rng.randint(4, 24)
+        draw.polygon([(x + 18, y), (x + 36, y + 36), (x, y + 14), (x + 36, y + 14), (x, y + 36)],
+                     fill=COLORS[i % 4])
+        img.save(folder / f"img_{i}.png")
+        (folder / f"img_{i}.txt").write_text(CAPTIONS[i % 4])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "stars")
+
+
+def make_config(model_dir, data_dir, out, **sections):
+    data = {
+        "model": {"base": str(model_dir)},
+        "dataset": {"path": str(data_dir), "resolution": 32, "default_caption": "zqstar"},
+        "lora": {"rank": 4, "alpha": 4.0},
+        "train": {"steps": 3, "learning_rate": 1e-3, "seed": 3},
+        "output": {"path": str(out), "name": "t", "save_precision": "fp32"},
+    }
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return config_from_dict(data)
+
+
+class Recorder:
+    def __init__(self, on_event=None):
+        self.events: list = []
+        self.on_event = on_event
+
+    def __call__(self, event):
+        self.events.append(event)
+        if self.on_event:
+            self.on_event(event)
+
+    def of(self, kind):
+        return [e for e in self.events if isinstance(e, kind)]
+
+    @property
+    def terminal(self):
+        ends = [e for e in self.events if isinstance(e, (ev.Finished, ev.Failed, ev.Cancelled))]
+        assert len(ends) == 1, f"expected exactly one terminal event, got {ends}"
+        assert self.events[-1] is ends[0]
+        return ends[0]
+
+
+def run(cfg, control=None, resume=None, on_event=None):
+    rec = Recorder(on_event)
+    run_training_job(cfg, rec, control or JobControl(), resume_from=resume)
+    return rec
+
+
+def lora_tensors(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_training_changes_only_lora_weights_and_writes_a_kohya_file(tiny_model_dir, dataset,
+                                                                    tmp_path, monkeypatch):
+    import lora_studio.core.models.loading as loading
+
+    captured = {}
+    real = loading.load_pipeline
+
+    def capture(*args, **kwargs):
+        captured["pipe"] = real(*args, **kwargs)
+        return captured["pipe"]
+
+    monkeypatch.setattr(loading, "load_pipeline", capture)
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "out",
+                      lora={"targets": "attention+mlp", "train_text_encoder": True})
+    rec = run(cfg)
+    assert isinstance(rec.terminal, ev.Finished), rec.terminal
+    steps = [e.step for e in rec.of(ev.StepProgress)]
+    assert steps == [1, 2, 3]
+    assert all(e.loss > 0 and e.lr == pytest.approx(1e-3) for e in rec.of(ev.StepProgress))
+
+    pipe = captured["pipe"]
+    for component in ("unet", "vae", "text_encoder"):
+        base = load_file(str(next((tiny_model_dir / component).glob("*.safetensors"))))
+        trained = {n.replace(".base_layer", ""): p for n, p in
+                   getattr(pipe, component).state_dict().items() if "lora_" not in n}
+        for name, tensor in base.items():
+            key = name if name in trained else name.replace("text_model.", "")
+            assert torch.equal(trained[key].cpu(), tensor), f"{component}.{name} changed"
+    ups = {n: p for n, p in pipe.unet.named_parameters() if "lora_B" in n}
+    assert ups and all(p.abs().sum() > 0 for p in ups.values())  # B starts at 0: it trained
+
+    saved = lora_tensors(cfg.lora_path)
+    assert any(k.startswith("lora_unet_") and k.endswith(".lora_down.weight") for k in saved)
+    assert any(k.startswith("lora_te_") for k in saved)
+    assert any("ff_net_2" in k for k in saved)
+    with safe_open(str(cfg.lora_path), "pt") as f:
+        meta = f.metadata()
+    assert meta["ss_network_dim"] == "4" and meta["ss_steps"] == "3"
+    assert meta["ss_base_model_version"] == "sd_v1"
+    assert meta["modelspec.trigger_phrase"] == "zqstar"
+    assert '"zqstar": 4' in meta["ss_tag_frequency"]
+    # the config used is saved beside the LoRA and reproduces the run's settings
+    assert cfg.config_copy_path.is_file()
+    from lora_studio.core.train.config import load_config
+    assert load_config(cfg.config_copy_path) == cfg
+
+
+def test_gradient_clipping_reaches_the_lora_parameters(tiny_model_dir, dataset, tmp_path):
+    norms = {}
+    for clip in (0.0, 1e-12):
+        cfg = make_config(tiny_model_dir, dataset, tmp_path / f"clip{clip}",
+                          train={"steps": 2, "max_grad_norm": clip})
+        assert isinstance(run(cfg).terminal, ev.Finished)
+        ups = [t for k, t in lora_tensors(cfg.lora_path).items() if k.endswith("lora_up.weight")]
+        norms[clip] = torch.stack([t.float().norm() for t in ups]).norm().item()
+    # Adam normalises gradients, so only a clip that reaches every LoRA parameter (pushing
+    # gradients far below Adam's eps) can shrink the update this much.
+    assert norms[1e-12] < norms[0.0] / 100
+
+
+def test_cancel_stops_within_one_step_and_saves_the_lora(tiny_model_dir, dataset, tmp_path):
+    control = JobControl()
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "out", train={"steps": 50})
+
+    def cancel_at_two(event):
+        if isinstance(event, ev.StepProgress) and event.step == 2:
+            control.cancel()
+
+    rec = run(cfg, control, on_event=cancel_at_two)
+    end = rec.terminal
+    assert isinstance(end, ev.Cancelled)
+    assert max(e.step for e in rec.of(ev.StepProgress)) <= 3
+    assert cfg.lora_path.is_file() and str(cfg.lora_path) in end.message
+    assert [e.final for e in rec.of(ev.LoraSaved)] == [False]
+    assert "--resume" in end.message  # a checkpoint was left to continue from
+
+
+def test_save_and_sample_requests_are_honoured(tiny_model_dir, dataset, tmp_path):
+    control = JobControl()
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "out",
+                      sample={"prompts": ["zqstar"], "steps": 2})
+
+    def ask(event):
+        if isinstance(event, ev.StepProgress) and event.step == 1:
+            control.request_save()
+            control.request_sample()
+
+    rec = run(cfg, control, on_event=ask)
+    assert isinstance(rec.terminal, ev.Finished)
+    assert (tmp_path / "out" / "t-step1.safetensors").is_file()
+    assert [p.step for p in rec.of(ev.Preview)] == [1]
+
+
+def test_resumed_run_ends_with_the_same_lora_as_an_unbroken_run(tiny_model_dir, dataset,
+                                                                 tmp_path):
+    settings = dict(train={"steps": 6, "batch_size": 2, "gradient_accumulation": 2,
+                           "noise_offset": 0.05, "min_snr_gamma": 5.0,
+                           "lr_scheduler": "cosine", "warmup_steps": 1},
+                    dataset={"random_flip": True}, checkpoint={"every": 3},
+                    lora={"dropout": 0.1})
+    unbroken = make_config(tiny_model_dir, dataset, tmp_path / "a", **settings)
+    assert isinstance(run(unbroken).terminal, ev.Finished)
+
+    stopped = make_config(tiny_model_dir, dataset, tmp_path / "b", **settings)
+    control = JobControl()
+    rec = run(stopped, control, on_event=lambda e: isinstance(e, ev.StepProgress)
+              and e.step == 3 and control.cancel())
+    assert isinstance(rec.terminal, ev.Cancelled)
+    checkpoint = tmp_path / "b" / "checkpoints" / "step-3"
+    assert [e.path for e in rec.of(ev.CheckpointSaved)] == [checkpoint]
+
+    rec = run(stopped, resume=checkpoint)
+    assert isinstance(rec.terminal, ev.Finished)
+    assert [e.step for e in rec.of(ev.StepProgress)] == [4, 5, 6]
+    a, b = lora_tensors(unbroken.lora_path), lora_tensors(stopped.lora_path)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_vae_encodes_each_image_once_per_flip_over_many_epochs(tiny_model_dir, dataset,
+                                                               tmp_path, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    encoded = []
+    real_encode = AutoencoderKL.encode
+
+    def counting_encode(self, x, *args, **kwargs):
+        encoded.append(x.shape[0])
+        return real_encode(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", counting_encode)
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "out",
+                      train={"steps": 6, "batch_size": 2}, dataset={"random_flip": True})
+    assert isinstance(run(cfg).terminal, ev.Finished)  # 12 samples = 3 epochs of 4 images
+    assert sum(encoded) == 4 * 2
+    encoded.clear()
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "nocache",
+                      train={"steps": 3, "batch_size": 2, "cache_latents": False})
+    assert isinstance(run(cfg).terminal, ev.Finished)
+    assert sum(encoded) == 6  # without the cache: every sample, every step
+
+
+def test_preview_matches_generation_with_the_saved_lora(tiny_model_dir, dataset, tmp_path):
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+
+    from lora_studio.core.generate.samplers import make_scheduler
+    from lora_studio.core.lora.apply import load_lora_into_pipeline
+
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "out",
+                      train={"steps": 4, "learning_rate": 2e-2},
+                      sample={"every": 4, "prompts": ["zqstar, red"], "steps": 3, "cfg": 4.0,
+                              "seed": 7})
+    rec = run(cfg)
+    assert isinstance(rec.terminal, ev.Finished)
+    preview = rec.of(ev.Preview)[-1]
+    assert preview.step == 4 and (tmp_path / "out" / "samples").is_dir()
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.scheduler = make_scheduler(pipe.scheduler.config, "Euler a")
+    pipe.set_progress_bar_config(disable=True)
+
+    def render():
+        return np.asarray(pipe("zqstar, red", num_inference_steps=3, guidance_scale=4.0,
+                               height=32, width=32,
+                               generator=torch.Generator().manual_seed(7)).images[0], dtype=int)
+
+    base = render()
+    load_lora_into_pipeline(pipe, cfg.lora_path, "trained")
+    with_lora = render()
+    shown = np.asarray(preview.image, dtype=int)
+    assert np.abs(shown - with_lora).max() <= 2
+    assert np.abs(shown - base).max() > 10  # the LoRA visibly changed the image
+
+
+def test_skipped_files_warn_and_an_empty_dataset_fails_with_advice(tiny_model_dir, dataset,
+                                                                   tmp_path):
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(dataset, mixed)
+    (mixed / "broken.png").write_bytes(b"not really a png")
+    rec = run(make_config(tiny_model_dir, mixed, tmp_path / "o1", train={"steps": 1}))
+    assert isinstance(rec.terminal, ev.Finished)
+    assert any("broken.png" in e.message and e.level == "warning" for e in rec.of(ev.Log))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.png").write_bytes(b"not really a png")
+    rec = run(make_config(tiny_model_dir, empty, tmp_path / "o2"))
+    end = rec.terminal
+    assert isinstance(end, ev.Failed)
+    assert "No usable images" in end.message and "Add PNG/JPEG" in end.message
+    assert "Traceback" in end.details
+    assert not rec.of(ev.StepProgress)
+
+
+def test_fp16_on_cpu_fails_with_an_error_naming_the_key(tiny_model_dir, dataset, tmp_path):
+    rec = run(make_config(tiny_model_dir, dataset, tmp_path / "o",
+                          train={"mixed_precision": "fp16"}))
+    end = rec.terminal
+    assert isinstance(end, ev.Failed)
+    assert "train.mixed_precision" in end.message and "fp16 needs a CUDA GPU" in end.message
+
+
+def test_v_prediction_model_trains_on_the_velocity(tiny_vpred_model_dir, dataset, tmp_path,
+                                                   monkeypatch):
+    import lora_studio.core.train.objective as objective
+
+    seen = set()
+    real = objective.training_target
+
+    def spy(scheduler, *args):
+        seen.add(scheduler.config.prediction_type)
+        return real(scheduler, *args)
+
+    monkeypatch.setattr(objective, "training_target", spy)
+    cfg = make_config(tiny_vpred_model_dir, dataset, tmp_path / "o",
+                      train={"steps": 2, "min_snr_gamma": 5.0})
+    rec = run(cfg)
+    assert isinstance(rec.terminal, ev.Finished), rec.terminal
+    assert seen == {"v_prediction"}
+    with safe_open(str(cfg.lora_path), "pt") as f:
+        assert f.metadata()["ss_base_model_version"] == "sd_v2_v"
