@@ -7,7 +7,7 @@ the device probe needs them, so the window appears first.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication

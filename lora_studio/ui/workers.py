@@ -19,7 +19,8 @@ from __future__ import annotations
 import itertools
 import threading
 import traceback
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, QThreadPool, Signal, Slot
 
@@ -165,7 +166,8 @@ class TaskPool(QObject):
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(max_threads)
         self._ids = itertools.count(1)
-        self._callbacks: dict[int, tuple[Callable[[Any], None], Callable[[BaseException], None]]] = {}
+        self._callbacks: dict[
+            int, tuple[Callable[[Any], None], Callable[[BaseException], None]]] = {}
         self._done.connect(self._deliver)
 
     def submit(self, fn: Callable[[], Any], on_result: Callable[[Any], None],

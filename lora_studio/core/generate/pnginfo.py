@@ -29,7 +29,8 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from lora_studio.core.fileio import atomic_write_with
 

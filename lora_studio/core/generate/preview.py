@@ -10,7 +10,8 @@ random-weight tiny model the colours mean nothing; the mechanics are the same.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from lora_studio.core import events
 

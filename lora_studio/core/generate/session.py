@@ -148,7 +148,7 @@ class GenerationSession:
     @property
     def source(self):
         """The resolved model (`ModelSource`: kind, path, arch, prediction_type, name)."""
-        self.pipeline
+        _ = self.pipeline  # loads the model on first use, which resolves the source
         return self._source
 
     @property

@@ -105,7 +105,7 @@ def _split_peft_key(key: str) -> tuple[str, str, str, bool] | None:
         new = old.group(1)
         new = new + ".0" if new == "to_out" else new
         k = k[: old.start()] + "." + new + ".lora." + k[old.end():]
-    for pattern, part in _SUFFIXES:
+    for pattern, part in _SUFFIXES:  # noqa: B007 (part is read after the break)
         m = pattern.match(k)
         if m:
             path = m.group(1).replace(".processor.", ".")

@@ -28,7 +28,8 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from lora_studio.core.errors import ModelLoadError
 

@@ -183,8 +183,9 @@ def load_pipeline(
     """A StableDiffusionPipeline or StableDiffusionXLPipeline for `spec` (see resolve_model).
 
     Always offline; no safety checker. `torch_dtype` is a torch.dtype or "fp32"/"fp16"/"bf16".
-    `prediction_type` overrides the detected one (set on the scheduler). `config_dir` replaces the shipped config folder for single-file checkpoints
-    (a folder of JSON configs + tokenizer files matching the checkpoint's architecture).
+    `prediction_type` overrides the detected one (set on the scheduler). `config_dir` replaces
+    the shipped config folder for single-file checkpoints (a folder of JSON configs + tokenizer
+    files matching the checkpoint's architecture).
     """
     torch_dtype = as_torch_dtype(torch_dtype)
     source, state_dict = _resolve(spec, prediction_type)  # a pickle is read only once

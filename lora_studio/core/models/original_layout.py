@@ -18,7 +18,8 @@ Every diffusers weight must find a place: an unmapped key is an error, never sil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from lora_studio.core.errors import LoraFormatError, StudioError
 from lora_studio.core.fileio import atomic_write_with

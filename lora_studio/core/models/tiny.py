@@ -18,8 +18,8 @@ TINY_RESOLUTION = 64  # pixels; the VAE downsamples by 2, so latents are 32x32
 
 def _tiny_components(seed: int, prediction_type: str, arch: str):
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     tokenizer_dir = configs_dir() / ("sd2" if arch == "sd2" else "sd15") / "tokenizer"
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
@@ -40,32 +40,9 @@ def _tiny_components(seed: int, prediction_type: str, arch: str):
         norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=TINY_RESOLUTION,
-    )
+    vae = tiny_vae(TINY_RESOLUTION)
     torch.manual_seed(seed + 2)
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        hidden_act="gelu" if sd2 else "quick_gelu",
-        projection_dim=32,
-        # The tokenizer's real ids, so pooling finds the end-of-text token.
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text_config = tiny_text_config(tokenizer, 32, "gelu" if sd2 else "quick_gelu", 32)
     text_encoder = CLIPTextModel(text_config)
     scheduler = DDPMScheduler(
         beta_start=0.00085,
@@ -78,6 +55,57 @@ def _tiny_components(seed: int, prediction_type: str, arch: str):
         timestep_spacing="leading",
     )
     return unet, vae, text_encoder, tokenizer, scheduler
+
+
+def tiny_text_config(tokenizer, hidden: int, act: str, projection: int):
+    """A 2-layer CLIP text config with the tokenizer's real ids (so pooling finds end-of-text)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        hidden_act=act,
+        projection_dim=projection,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def save_pipeline_folder(pipe, out_dir: Path) -> None:
+    """save_pretrained into a staging folder, then move it into place: never half a model."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def tiny_vae(resolution: int, scaling_factor: float = 0.18215):
+    """The tiny AutoencoderKL shared by the SD 1.x/2.x and SDXL tiny models (downsamples by 2)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=resolution,
+        scaling_factor=scaling_factor,
+    )
 
 
 def make_tiny_model(
@@ -96,7 +124,8 @@ def make_tiny_model(
     if arch not in ("sd1", "sd2"):
         raise ValueError(f"make_tiny_model: arch must be 'sd1' or 'sd2', not {arch!r}")
     if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', not {prediction_type!r}")
+        raise ValueError("prediction_type must be 'epsilon' or 'v_prediction', "
+                         f"not {prediction_type!r}")
     out_dir = Path(out_dir)
     unet, vae, text_encoder, tokenizer, scheduler = _tiny_components(seed, prediction_type, arch)
     pipe = StableDiffusionPipeline(
@@ -109,16 +138,7 @@ def make_tiny_model(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        pipe.save_pretrained(staging, safe_serialization=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    save_pipeline_folder(pipe, out_dir)
     return out_dir
 
 

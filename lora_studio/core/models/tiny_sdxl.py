@@ -9,10 +9,9 @@ apart by width, so equal sizes would load encoder 1's weights into encoder 2.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
+from lora_studio.core.models.tiny import save_pipeline_folder, tiny_text_config, tiny_vae
 from lora_studio.core.paths import configs_dir
 
 TINY_SDXL_RESOLUTION = 64  # pixels; latents are 32x32
@@ -22,29 +21,10 @@ TE2_PROJECTION = 32
 ADD_TIME_DIM = 8
 
 
-def _text_config(tokenizer, hidden: int, act: str, projection: int):
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        hidden_act=act,
-        projection_dim=projection,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
 def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
     """A StableDiffusionXLPipeline of tiny random-weight components (same seed, same weights)."""
     import torch
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
@@ -73,23 +53,12 @@ def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
         norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=TINY_SDXL_RESOLUTION,
-        scaling_factor=0.13025,
-    )
+    vae = tiny_vae(TINY_SDXL_RESOLUTION, scaling_factor=0.13025)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, TE1_HIDDEN, "quick_gelu", TE1_HIDDEN))
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer, TE1_HIDDEN, "quick_gelu", TE1_HIDDEN))
     torch.manual_seed(seed + 3)
     text_encoder_2 = CLIPTextModelWithProjection(
-        _text_config(tokenizer_2, TE2_HIDDEN, "gelu", TE2_PROJECTION))
+        tiny_text_config(tokenizer_2, TE2_HIDDEN, "gelu", TE2_PROJECTION))
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -119,14 +88,5 @@ def make_tiny_sdxl_model(
             f"prediction_type must be 'epsilon' or 'v_prediction', not {prediction_type!r}")
     out_dir = Path(out_dir)
     pipe = tiny_sdxl_pipeline(seed, prediction_type)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        pipe.save_pretrained(staging, safe_serialization=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    save_pipeline_folder(pipe, out_dir)
     return out_dir

@@ -23,7 +23,8 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from lora_studio.core.errors import ConfigError
 
@@ -409,7 +410,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("config", f"file not found: {path}",
-                          "Check the path, or start from resources/presets/quickstart.toml.")
+                          "Check the path, or start from resources/presets/quickstart.toml."
+                          ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from exc
     cfg = config_from_dict(data, base_dir=path.resolve().parent, validate=not overrides)

@@ -11,7 +11,7 @@ strength 1 (up to the save precision). Images are also written to `<output>/samp
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -8,7 +8,7 @@ i.e. in the worker thread (it imports torch). The tab steers it only through the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from PIL.ImageQt import ImageQt
 from PySide6.QtCore import QSettings, Qt, Signal

@@ -30,9 +30,7 @@ class StudioStatusBar(QStatusBar):
 
     def show_job_event(self, name: str, event: ev.Event) -> None:
         """Keep the job label current from a job's events."""
-        if isinstance(event, ev.StepProgress):
-            self.set_job(f"{name.capitalize()}: step {event.step}/{event.total_steps}")
-        elif isinstance(event, ev.GenerationStep):
+        if isinstance(event, (ev.StepProgress, ev.GenerationStep)):
             self.set_job(f"{name.capitalize()}: step {event.step}/{event.total_steps}")
         elif isinstance(event, ev.JobStarted):
             self.set_job(f"{name.capitalize()}: starting")
