@@ -289,6 +289,16 @@ def test_fp16_on_cpu_fails_with_an_error_naming_the_key(tiny_model_dir, dataset,
     assert "train.mixed_precision" in end.message and "fp16 needs a CUDA GPU" in end.message
 
 
+def test_adamw8bit_without_cuda_fails_with_what_to_use_instead(tiny_model_dir, dataset, tmp_path):
+    rec = run(make_config(tiny_model_dir, dataset, tmp_path / "o",
+                          train={"optimizer": "adamw8bit"}))
+    end = rec.terminal
+    assert isinstance(end, ev.Failed)
+    assert "train.optimizer" in end.message and "CUDA" in end.message
+    assert 'optimizer = "adamw"' in end.message
+    assert not (tmp_path / "o" / "t.safetensors").exists()
+
+
 def test_v_prediction_model_trains_on_the_velocity(tiny_vpred_model_dir, dataset, tmp_path,
                                                    monkeypatch):
     import lora_studio.core.train.objective as objective
