@@ -153,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _open_app()
     from lora_studio.core.errors import StudioError
 
+    if not args.debug:
+        from lora_studio.core.quiet import quiet_libraries
+
+        quiet_libraries()
     try:
         return args.handler(args)
     except StudioError as exc:

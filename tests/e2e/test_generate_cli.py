@@ -105,3 +105,16 @@ def test_a_lora_for_another_model_fails_with_the_reason(tiny_model_dir, tmp_path
     assert code != 0
     assert "error:" in err and "does not fit this model" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_damaged_lora_is_refused_before_the_model_loads(tmp_path):
+    bad = tmp_path / "half.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")  # header cut short
+    proc = subprocess.run(
+        [sys.executable, "-m", "lora_studio", "generate", "--model", str(tmp_path / "no-model"),
+         "--lora", f"{bad}:0.7", "--prompt", "x", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert proc.returncode == 2
+    # The LoRA is named, not the (missing) model: the file was checked first.
+    assert "half.safetensors" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

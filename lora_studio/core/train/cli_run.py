@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_studio.core import events as ev
+from lora_studio.core.quiet import quiet_libraries
 from lora_studio.core.errors import StudioError
 from lora_studio.core.jobs import JobControl
 
@@ -107,22 +108,6 @@ def _install_sigint(control: JobControl):
     return signal.signal(signal.SIGINT, handler)
 
 
-def _quiet_libraries() -> None:
-    """Library chatter (load bars, casting notes) would bury the progress bar."""
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        dlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-        tlog.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - only cosmetics; never stop a run for them
-        pass
-
-
 def run_train_command(config_path: str | Path, overrides: list[str], resume: Path | None,
                       events_json: bool) -> int:
     """The `lora-studio train` command; returns the process exit code."""
@@ -137,7 +122,7 @@ def run_train_command(config_path: str | Path, overrides: list[str], resume: Pat
             raise  # cli.main prints "error: <what>\n<fix>" and exits 2
         printer(ev.Failed(message=exc.user_message()))
         return EXIT_STUDIO_ERROR
-    _quiet_libraries()
+    quiet_libraries()
     control = JobControl()
     previous = _install_sigint(control)
     try:
