@@ -130,6 +130,29 @@ def test_training_changes_only_lora_weights_and_writes_a_kohya_file(tiny_model_d
     assert load_config(cfg.config_copy_path) == cfg
 
 
+def test_diffusers_format_output_loads_in_plain_diffusers(tiny_model_dir, dataset, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "out",
+                      train={"steps": 2, "learning_rate": 5e-2},
+                      output={"format": "diffusers"})
+    assert isinstance(run(cfg).terminal, ev.Finished)
+    keys = lora_tensors(cfg.lora_path).keys()
+    assert keys and all(k.startswith("unet.") and ".lora_" in k for k in keys)
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None,
+                                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+
+    def render():
+        return pipe("zqstar, red", num_inference_steps=2, height=32, width=32,
+                    output_type="np", generator=torch.Generator().manual_seed(0)).images[0]
+
+    base = render()
+    pipe.load_lora_weights(str(cfg.lora_path), adapter_name="trained")
+    assert abs(render() - base).mean() > 1e-3
+
+
 def test_gradient_clipping_reaches_the_lora_parameters(tiny_model_dir, dataset, tmp_path):
     norms = {}
     for clip in (0.0, 1e-12):

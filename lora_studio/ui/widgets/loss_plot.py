@@ -1,17 +1,30 @@
-"""The training loss curve: raw loss per step (faint) and its moving average (bold)."""
+"""The training loss curve: raw loss per step (faint) and its moving average (bold).
+
+Points arrive as fast as training makes them (hundreds per second on a GPU with a small model);
+`add` only appends to buffers, and a single-shot QTimer redraws at most every `redraw_ms`
+(100 ms → ~10 redraws per second), so drawing never slows training down.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QWidget
+
+REDRAW_MS = 100
 
 
 class LossPlot(pg.PlotWidget):
-    """`add(step, loss)` appends a point; `clear_points()` starts a new run."""
+    """`add(step, loss)` buffers a point; `flush()` draws now; `clear_points()` starts a new run.
 
-    def __init__(self, parent: QWidget | None = None, smoothing: int = 20) -> None:
+    `steps` / `losses` / `averages` hold every point received; `curve_data()` /
+    `smoothed_data()` return what the curves currently draw (they catch up at the next redraw).
+    """
+
+    def __init__(self, parent: QWidget | None = None, smoothing: int = 20,
+                 redraw_ms: int = REDRAW_MS) -> None:
         super().__init__(parent, background=None)
         self.setObjectName("LossPlot")
         self.setMinimumHeight(160)
@@ -22,25 +35,70 @@ class LossPlot(pg.PlotWidget):
         item.setMenuEnabled(False)
         item.hideButtons()
         item.getAxis("left").enableAutoSIPrefix(False)
-        self._raw = item.plot(pen=pg.mkPen((120, 160, 220, 90), width=1))
-        self._smooth = item.plot(pen=pg.mkPen((90, 170, 255), width=2))
-        self._window = deque(maxlen=smoothing)
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        legend = item.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        self._raw = item.plot(pen=pg.mkPen((120, 160, 220, 110), width=1), name="loss")
+        self._smooth = item.plot(pen=pg.mkPen((90, 170, 255), width=2),
+                                 name=f"average of {smoothing}")
+        legend.setVisible(True)
+        self._window: deque[float] = deque(maxlen=smoothing)
+        self._window_sum = 0.0
         self.steps: list[float] = []
         self.losses: list[float] = []
-        self._averages: list[float] = []
+        self.averages: list[float] = []
+        self.redraws = 0  # how many times the curves were redrawn (the throttle's effect)
+        self._dirty = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(redraw_ms)
+        self._timer.timeout.connect(self.flush)
 
     def add(self, step: int, loss: float) -> None:
+        """Buffer one point; the curves redraw within `redraw_ms`."""
+        if len(self._window) == self._window.maxlen:
+            self._window_sum -= self._window[0]
+        self._window.append(loss)
+        self._window_sum += loss
         self.steps.append(step)
         self.losses.append(loss)
-        self._window.append(loss)
-        self._averages.append(sum(self._window) / len(self._window))
+        self.averages.append(self._window_sum / len(self._window))
+        self._dirty = True
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> None:
+        """Draw the buffered points now (the timer calls this; so does the end of a run)."""
+        self._timer.stop()
+        if not self._dirty:
+            return
+        self._dirty = False
         self._raw.setData(self.steps, self.losses)
-        self._smooth.setData(self.steps, self._averages)
+        self._smooth.setData(self.steps, self.averages)
+        self.redraws += 1
+
+    def curve_data(self) -> tuple[list[float], list[float]]:
+        """The raw curve's points as drawn now."""
+        return _xy(self._raw)
+
+    def smoothed_data(self) -> tuple[list[float], list[float]]:
+        """The moving-average curve's points as drawn now."""
+        return _xy(self._smooth)
 
     def clear_points(self) -> None:
+        self._timer.stop()
+        self._dirty = False
         self.steps.clear()
         self.losses.clear()
-        self._averages.clear()
+        self.averages.clear()
         self._window.clear()
+        self._window_sum = 0.0
         self._raw.setData([], [])
         self._smooth.setData([], [])
+
+
+def _xy(curve: pg.PlotDataItem) -> tuple[list[float], list[float]]:
+    xs, ys = curve.getOriginalDataset()
+    if xs is None or ys is None:
+        return [], []
+    return [float(x) for x in xs], [float(y) for y in ys]
