@@ -129,8 +129,55 @@ def _run_generate(args: argparse.Namespace) -> int:
     return run_generate_command(args)
 
 
+# ---------------------------------------------------------------- merge
+def parse_weighted_path(spec: str) -> tuple[str, float]:
+    """`FILE[:WEIGHT]` -> (file, weight). Splits on the last colon only when what follows is a
+    number, so Windows paths (`C:\\loras\\a.safetensors:0.5`) work; the weight defaults to 1."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="merge LoRAs into one file (exactly, or re-ranked by SVD)")
+    p.add_argument("inputs", nargs="+", metavar="FILE[:WEIGHT]", help="LoRAs and their weights")
+    p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    p.add_argument("--rank", type=int, default=None,
+                   help="re-rank every module to at most this rank (SVD); default: exact merge")
+    p.add_argument("--format", choices=["kohya", "diffusers"], default="kohya",
+                   help="key layout of the output (default: kohya, for A1111/ComfyUI/Forge)")
+    p.add_argument("--title", default=None, help="name stored in the file's metadata")
+    p.set_defaults(handler=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from lora_studio.core.lora.formats import write_lora
+    from lora_studio.core.lora.merge import merge_loras
+
+    items = [parse_weighted_path(spec) for spec in args.inputs]
+    result = merge_loras(items, rank=args.rank, title=args.title)
+    for name, weight, count in result.sources or []:
+        print(f"{name}: weight {weight:g}, {count} modules")
+    out = write_lora(result.lora, args.out, layout=args.format)
+    lora = result.lora
+    print(f"Merged {len(lora.modules)} modules (rank {lora.metadata['ss_network_dim']}) "
+          f"into {out}")
+    if result.overall_retained is not None:
+        print(f"Retained {100 * result.overall_retained:.2f}% of the update "
+              "(share of squared Frobenius norm)")
+        print("Least retained modules:")
+        for name, share in result.worst_modules(5):
+            print(f"  {100 * share:6.2f}%  {name}")
+    return 0
+
+
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_make_tiny_model, _add_dataset, _add_train, _add_inspect, _add_generate]
+_COMMANDS = [_add_make_tiny_model, _add_dataset, _add_train, _add_inspect, _add_generate,
+             _add_merge]
 
 
 def build_parser() -> argparse.ArgumentParser:
