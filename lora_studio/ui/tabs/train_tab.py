@@ -1,30 +1,36 @@
-"""Train tab: the few settings that matter, Start / Cancel, and the run as it happens (progress,
-loss curve, preview images, log).
+"""Train tab: the settings form (with TOML presets), Start / Cancel, and the run as it happens:
+step / total, loss (raw + smoothed curve), learning rate, it/s, ETA, every preview image, a log,
+and the saved LoRA.
 
 The training job is `lora_studio.core.train.trainer.run_training_job`, imported inside the job,
-i.e. in the worker thread (it imports torch). The tab steers it only through the JobRunner.
+i.e. in the worker thread (it imports torch). The tab reads the job only through the events the
+JobRunner carries and steers it only through the runner (cancel). The loss curve redraws on a
+timer (`LossPlot`), never once per event, so a fast run cannot flood the GUI thread.
+
+Signals:
+  base_model_changed(str)  a short label of the base model (the status bar shows it)
+  lora_trained(Path)       a run finished; the argument is the saved LoRA file (for the Mix tab)
 """
 
 from __future__ import annotations
 
+import copy
+import tomllib
 from pathlib import Path
 from collections.abc import Callable
 
-from PIL.ImageQt import ImageQt
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
+    QScrollArea,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -32,15 +38,22 @@ from PySide6.QtWidgets import (
 
 from lora_studio.core import events as ev
 from lora_studio.core.dataset import DatasetReport
-from lora_studio.core.errors import StudioError
+from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.paths import user_data_dir
-from lora_studio.core.train.config import TrainConfig
+from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
 from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.loss_plot import LossPlot
+from lora_studio.ui.widgets.preview_strip import PreviewStrip
+from lora_studio.ui.widgets.train_form import TINY_MODEL_LABEL, TrainForm
 from lora_studio.ui.workers import Job, JobRunner
 
 JOB_NAME = "training"
-TINY_MODEL_LABEL = "Built-in tiny model"
+KEY_BASE = "train/base_model"
+KEY_NAME = "train/name"
+KEY_LAST_CONFIG = "train/last_config"  # the TOML of the last run started (without its dataset)
+PLACEHOLDER_DATASET = "<dataset>"
+
+__all__ = ["TrainTab", "training_job", "format_eta", "read_preset", "TINY_MODEL_LABEL"]
 
 
 def training_job(config: TrainConfig) -> Job:
@@ -61,10 +74,31 @@ def format_eta(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-class TrainTab(QWidget):
-    """Signals: `base_model_changed(str)` (a label for the status bar)."""
+def read_preset(path: str | Path) -> TrainConfig:
+    """A preset / saved config from TOML, like `load_config`, except that it may name no dataset
+    (the Dataset tab provides it). Raises ConfigError naming a bad key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("preset", f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("preset", f"{path} is not valid TOML: {exc}") from None
+    cfg = config_from_dict(data, base_dir=path.resolve().parent, validate=False)
+    validate_settings(cfg)
+    return cfg
 
+
+def validate_settings(cfg: TrainConfig) -> None:
+    """`cfg.validate()`, accepting an empty dataset path (a preset holds settings, not data)."""
+    probe = copy.deepcopy(cfg)
+    probe.dataset.path = probe.dataset.path or PLACEHOLDER_DATASET
+    probe.validate()
+
+
+class TrainTab(QWidget):
     base_model_changed = Signal(str)
+    lora_trained = Signal(Path)
 
     def __init__(self, runner: JobRunner, settings: QSettings,
                  job_factory: Callable[[TrainConfig], Job] = training_job,
@@ -76,7 +110,15 @@ class TrainTab(QWidget):
         self._job_factory = job_factory
         self._report: DatasetReport | None = None
         self._ours = False  # the running job is this tab's
+        self._cancelling = False
+        self._final_lora: Path | None = None
+        self._last_lora: Path | None = None
+        self.last_config: TrainConfig | None = None  # the config of the last run started
+        self.last_terminal: ev.Event | None = None  # how the last run of this tab ended
+        self.trained_lora: Path | None = None  # the LoRA the last finished run saved
+        self._result_path: Path | None = None
         self._build()
+        self._restore_settings()
         runner.event.connect(self._on_event)
         runner.finished.connect(self._on_finished)
         runner.started.connect(lambda name: self._update_buttons())
@@ -84,51 +126,42 @@ class TrainTab(QWidget):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        defaults = TrainConfig()
-        self.dataset_label = QLabel("Open a dataset in the Dataset tab first.")
-        self.dataset_label.setWordWrap(True)
-        self.base_edit = QLineEdit(str(self._settings.value("train/base_model", "") or ""))
-        self.base_edit.setPlaceholderText(TINY_MODEL_LABEL)
-        self.base_edit.setToolTip("A diffusers folder or a .safetensors checkpoint; empty = the "
-                                  "built-in tiny model (for trying the app out).")
-        self.base_edit.editingFinished.connect(self._on_base_edited)
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_base)
-        base_row = QHBoxLayout()
-        base_row.addWidget(self.base_edit, 1)
-        base_row.addWidget(browse)
+        self.form = TrainForm()
+        self.form.base_edit.editingFinished.connect(self._on_base_edited)
+        self.dataset_label = self.form.dataset_label
+        self.load_preset_button = QPushButton("Load preset…")
+        self.load_preset_button.setToolTip("Load settings from a TOML preset or a config saved "
+                                           "beside a trained LoRA.")
+        self.load_preset_button.clicked.connect(self._load_preset_dialog)
+        self.save_preset_button = QPushButton("Save preset…")
+        self.save_preset_button.setToolTip("Save these settings as a TOML preset (it also runs "
+                                           "from the command line: lora-studio train FILE).")
+        self.save_preset_button.clicked.connect(self._save_preset_dialog)
+        presets = QHBoxLayout()
+        presets.addWidget(self.load_preset_button)
+        presets.addWidget(self.save_preset_button)
+        presets.addStretch(1)
 
-        self.steps_spin = _spin(1, 1_000_000, defaults.train.steps)
-        self.rank_spin = _spin(1, 256, defaults.lora.rank)
-        self.lr_spin = QDoubleSpinBox()
-        self.lr_spin.setDecimals(6)
-        self.lr_spin.setRange(0.000001, 1.0)
-        self.lr_spin.setSingleStep(0.00005)
-        self.lr_spin.setValue(defaults.train.learning_rate)
-        self.lr_spin.setAlignment(Qt.AlignRight)
-        self.resolution_spin = _spin(64, 2048, defaults.dataset.resolution, step=64)
-        self.preview_spin = _spin(0, 100_000, 0)
-        self.preview_spin.setSpecialValueText("off")
-        self.name_edit = QLineEdit(str(self._settings.value("train/name", "my_lora") or "my_lora"))
-
-        form = QFormLayout()
-        form.setLabelAlignment(Qt.AlignRight)
-        form.addRow("Dataset", self.dataset_label)
-        form.addRow("Base model", base_row)
-        form.addRow("Steps", self.steps_spin)
-        form.addRow("Rank", self.rank_spin)
-        form.addRow("Learning rate", self.lr_spin)
-        form.addRow("Resolution", self.resolution_spin)
-        form.addRow("Preview every", self.preview_spin)
-        form.addRow("LoRA name", self.name_edit)
-        settings_box = QGroupBox("Settings")
-        settings_box.setLayout(form)
+        form_holder = QWidget()
+        holder_layout = QVBoxLayout(form_holder)
+        holder_layout.setContentsMargins(0, 0, 6, 0)
+        holder_layout.addWidget(self.form)
+        holder_layout.addLayout(presets)
+        holder_layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setWidget(form_holder)
+        self.form_scroll = scroll
 
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("PrimaryButton")
         self.start_button.clicked.connect(self.start_training)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self._runner.cancel)
+        self.cancel_button.setToolTip("Stop after the current step and save the LoRA trained "
+                                      "so far (a checkpoint too, to resume later).")
+        self.cancel_button.clicked.connect(self.cancel_training)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.cancel_button)
@@ -137,157 +170,354 @@ class TrainTab(QWidget):
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(settings_box)
+        left_layout.addWidget(scroll, 1)
         left_layout.addLayout(buttons)
-        left_layout.addStretch(1)
 
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        splitter.addWidget(left)
+        splitter.addWidget(self._build_run_box())
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([430, 820])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 12, 12, 12)
+        layout.addWidget(splitter)
+
+    def _build_run_box(self) -> QGroupBox:
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps")
         self.progress.setValue(0)
         self.stats_label = QLabel("Not started.")
         self.stats_label.setObjectName("HintLabel")
+        self.stats_label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
+        self.step_label = _stat("step –")
+        self.loss_label = _stat("loss –")
+        self.lr_label = _stat("lr –")
+        self.speed_label = _stat("– it/s")
+        self.eta_label = _stat("ETA –")
+        stats = QHBoxLayout()
+        stats.setSpacing(18)
+        for label in (self.step_label, self.loss_label, self.lr_label, self.speed_label,
+                      self.eta_label):
+            stats.addWidget(label)
+        stats.addStretch(1)
+        stats.addWidget(self.stats_label)
+
         self.loss_plot = LossPlot()
-        self.preview_label = QLabel("Previews appear here when “Preview every” is set.")
-        self.preview_label.setObjectName("PreviewLabel")
-        self.preview_label.setAlignment(Qt.AlignCenter)
-        self.preview_label.setMinimumSize(180, 180)
-        self.preview_label.setWordWrap(True)
+        self.preview_strip = PreviewStrip(tile=112)
+        previews_title = QLabel("Previews (newest first)")
+        previews_title.setObjectName("HintLabel")
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.open_folder_button = QPushButton("Show folder")
+        self.open_folder_button.setToolTip("Open the folder of the saved LoRA.")
+        self.open_folder_button.clicked.connect(self._open_output_folder)
+        self.open_folder_button.setVisible(False)
+        result_row = QHBoxLayout()
+        result_row.addWidget(self.result_label, 1)
+        result_row.addWidget(self.open_folder_button, 0, Qt.AlignTop)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(2000)
         self.log_view.setPlaceholderText("Log")
-        lower = QHBoxLayout()
-        lower.addWidget(self.preview_label, 0)
-        lower.addWidget(self.log_view, 1)
+        self.log_view.setMinimumHeight(40)
+
         run_box = QGroupBox("Run")
         run_layout = QVBoxLayout(run_box)
         run_layout.addWidget(self.progress)
-        run_layout.addWidget(self.stats_label)
-        run_layout.addWidget(self.loss_plot, 2)
-        run_layout.addLayout(lower, 1)
+        run_layout.addLayout(stats)
+        run_layout.addWidget(self.loss_plot, 3)
+        run_layout.addWidget(previews_title)
+        run_layout.addWidget(self.preview_strip)
+        run_layout.addLayout(result_row)
+        run_layout.addWidget(self.log_view, 1)
+        return run_box
 
-        splitter = QSplitter(Qt.Horizontal)
-        splitter.setChildrenCollapsible(False)
-        splitter.addWidget(left)
-        splitter.addWidget(run_box)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([400, 640])
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 12, 12, 12)
-        layout.addWidget(splitter)
+    def _restore_settings(self) -> None:
+        text = str(self._settings.value(KEY_LAST_CONFIG, "") or "")
+        if text:
+            try:
+                cfg = config_from_dict(tomllib.loads(text), validate=False)
+                cfg.dataset.path = ""
+                validate_settings(cfg)
+                self.form.set_config(cfg)
+            except (tomllib.TOMLDecodeError, StudioError):
+                pass  # settings from another version: start from the defaults
+        base = str(self._settings.value(KEY_BASE, "") or "")
+        if base:
+            self.form.base_edit.setText(base)
+        name = str(self._settings.value(KEY_NAME, "") or "")
+        if name:
+            self.form.name_edit.setText(name)
 
     # ------------------------------------------------------------------ public API
     def set_report(self, report: DatasetReport | None) -> None:
+        """The dataset the Dataset tab opened (None: closed)."""
         self._report = report
         if report is None:
-            self.dataset_label.setText("Open a dataset in the Dataset tab first.")
+            self.form.set_dataset(None)
         else:
             trigger = f" · trigger “{report.default_caption}”" if report.default_caption else ""
-            self.dataset_label.setText(f"{report.root.name}: {report.usable} images{trigger}")
-            self.dataset_label.setToolTip(str(report.root))
+            first = report.items[0].caption if report.items else ""
+            self.form.set_dataset(report.root, report.default_caption,
+                                  summary=f"{report.root.name}: {report.usable} images{trigger}",
+                                  first_caption=first.split(",")[0].strip())
+        self._update_buttons()
+
+    def set_dataset(self, path: str | Path | None, default_caption: str = "") -> None:
+        """Train on the folder `path` (without a scan report: the trainer checks the images)."""
+        self._report = None
+        self.form.set_dataset(path, default_caption)
         self._update_buttons()
 
     def base_model_label(self) -> str:
-        base = self.base_edit.text().strip()
-        return Path(base).name if base and base != "tiny" else TINY_MODEL_LABEL
+        return self.form.base_model_label()
+
+    @property
+    def base_edit(self):  # the base model field (the window's status bar follows it)
+        return self.form.base_edit
 
     def build_config(self) -> TrainConfig:
-        """The TrainConfig the form describes (validated; ConfigError names a bad key)."""
-        cfg = TrainConfig()
-        if self._report is not None:
-            cfg.dataset.path = str(self._report.root)
-            cfg.dataset.default_caption = self._report.default_caption
-            cfg.dataset.trigger_word = self._report.default_caption
-        cfg.model.base = self.base_edit.text().strip()
-        cfg.train.steps = self.steps_spin.value()
-        cfg.lora.rank = self.rank_spin.value()
-        cfg.lora.alpha = float(self.rank_spin.value())
-        cfg.train.learning_rate = self.lr_spin.value()
-        cfg.dataset.resolution = self.resolution_spin.value()
-        cfg.sample.every = self.preview_spin.value()
-        if cfg.sample.every and cfg.dataset.default_caption:
-            cfg.sample.prompts = [cfg.dataset.default_caption]
-        name = self.name_edit.text().strip() or "my_lora"
-        cfg.output.name = name
-        cfg.output.path = str(user_data_dir() / "loras" / name)
+        """The validated TrainConfig the form describes; ConfigError names a bad key."""
+        cfg = self.form.to_config()
+        if not cfg.dataset.path:
+            raise ConfigError("dataset.path", "no dataset is open",
+                              "Open a folder of images in the Dataset tab first.")
+        if not Path(cfg.dataset.path).is_dir():
+            raise ConfigError("dataset.path", f"the folder {cfg.dataset.path} does not exist",
+                              "It may have been moved or deleted: open the dataset again in "
+                              "the Dataset tab.")
+        if cfg.sample.every and not cfg.sample.prompts:
+            raise ConfigError("sample.prompts", "is empty but previews are on",
+                              "Write a prompt (e.g. the trigger word), or set “Preview every” "
+                              "to off.")
         return cfg.validate()
 
     def start_training(self) -> bool:
+        """Start a run with the form's settings; a bad setting opens a message naming it."""
         try:
             config = self.build_config()
-        except StudioError as exc:
-            show_error(self, exc.user_message(), title="Cannot start training")
+        except ConfigError as exc:
+            self._show_config_error(exc, "Cannot start training")
             return False
-        self._settings.setValue("train/name", config.output.name)
-        self.loss_plot.clear_points()
-        self.log_view.clear()
-        self.progress.setRange(0, config.train.steps)
-        self.progress.setValue(0)
-        self.stats_label.setText("Starting: loading the base model…")
+        if self._runner.is_running:  # another job: the runner says which (its `refused`)
+            return self._runner.start(self._job_factory(config), JOB_NAME)
+        self._remember(config)
+        self._reset_run_view(config)
         self._ours = self._runner.start(self._job_factory(config), JOB_NAME)
+        if self._ours:
+            self.last_config = config
+            self.form.set_editable(False)
+            self._log(f"Output folder: {config.output_dir}")
         self._update_buttons()
         return self._ours
+
+    def cancel_training(self) -> None:
+        """Stop the run after its current step; the LoRA trained so far is saved."""
+        if not (self._ours and self._runner.is_running):
+            return
+        self._cancelling = True
+        self._runner.cancel()
+        self.stats_label.setText("Cancelling: stopping after the current step and saving the "
+                                 "LoRA trained so far…")
+        self._update_buttons()
+
+    def save_preset(self, path: str | Path) -> Path:
+        """Write the form's settings (and dataset, when one is open) as a TOML preset."""
+        cfg = self.form.to_config()
+        validate_settings(cfg)
+        return save_config(cfg, path)
+
+    def load_preset(self, path: str | Path) -> TrainConfig:
+        """Show the settings of a TOML preset. The dataset open in the Dataset tab stays; a
+        preset's dataset is used only when none is open."""
+        cfg = read_preset(path)
+        current = self.form.dataset_path
+        if current:
+            cfg.dataset.path = current
+            cfg.dataset.default_caption, cfg.dataset.trigger_word = self.form.dataset_captions()
+        summary = self.dataset_label.text() if current else ""
+        self.form.set_config(cfg)
+        if current and summary:
+            self.dataset_label.setText(summary)
+        self._update_buttons()
+        self.base_model_changed.emit(self.base_model_label())
+        return cfg
 
     # ------------------------------------------------------------------ events
     def _on_event(self, event: ev.Event) -> None:
         if not self._ours:
             return
-        if isinstance(event, ev.JobStarted):
-            self.progress.setRange(0, max(1, event.total_steps))
-            self._log(event.message or f"Started: {event.total_steps} steps")
-        elif isinstance(event, ev.StepProgress):
-            self.progress.setRange(0, max(1, event.total_steps))
-            self.progress.setValue(event.step)
-            self.loss_plot.add(event.step, event.loss)
-            self.stats_label.setText(f"step {event.step}/{event.total_steps} · loss "
-                                     f"{event.loss:.4f} · {event.it_per_s:.2f} it/s · "
-                                     f"ETA {format_eta(event.eta_s)}")
+        if isinstance(event, ev.StepProgress):
+            self._on_step(event)
         elif isinstance(event, ev.Preview):
-            pixmap = QPixmap.fromImage(ImageQt(event.image.convert("RGBA")))
-            self.preview_label.setPixmap(pixmap.scaled(180, 180, Qt.KeepAspectRatio,
-                                                       Qt.SmoothTransformation))
-            self.preview_label.setToolTip(f"step {event.step}: {event.prompt}")
+            self.preview_strip.add_preview(event.step, event.prompt, event.image, event.index)
+        elif isinstance(event, ev.JobStarted):
+            self.progress.setRange(0, max(1, event.total_steps))
+            self.step_label.setText(f"step 0 / {event.total_steps}")
+            self.stats_label.setText("Training…")
+            self._log(event.message or f"Started: {event.total_steps} steps")
         elif isinstance(event, ev.Log):
             self._log(event.message if event.level == "info" else f"⚠ {event.message}")
-        elif isinstance(event, (ev.LoraSaved, ev.CheckpointSaved)):
-            self._log(f"Saved {event.path}")
-        elif isinstance(event, (ev.Finished, ev.Cancelled)):
-            self._log(event.message or type(event).__name__)
-            self.stats_label.setText(event.message or type(event).__name__)
-        elif isinstance(event, ev.Failed):
+        elif isinstance(event, ev.LoraSaved):
+            self._last_lora = Path(event.path)
+            if event.final:
+                self._final_lora = Path(event.path)
+            self._log(f"Saved LoRA (step {event.step}): {event.path}")
+        elif isinstance(event, ev.CheckpointSaved):
+            self._log(f"Saved checkpoint (step {event.step}): {event.path}")
+        elif isinstance(event, (ev.Finished, ev.Cancelled, ev.Failed)):
+            self._on_terminal(event)
+
+    def _on_step(self, event: ev.StepProgress) -> None:
+        self.progress.setRange(0, max(1, event.total_steps))
+        self.progress.setValue(event.step)
+        self.loss_plot.add(event.step, event.loss)
+        self.step_label.setText(f"step {event.step} / {event.total_steps}")
+        self.loss_label.setText(f"loss {event.loss:.4f}")
+        self.lr_label.setText(f"lr {event.lr:.2e}")
+        self.speed_label.setText(f"{event.it_per_s:.2f} it/s")
+        self.eta_label.setText(f"ETA {format_eta(event.eta_s)}")
+        if not self._cancelling:
+            self.stats_label.setText("Training…")
+
+    def _on_terminal(self, event: ev.Event) -> None:
+        self.loss_plot.flush()
+        self.last_terminal = event
+        if self.progress.maximum() > 0:
+            self.eta_label.setText("ETA –" if not isinstance(event, ev.Finished)
+                                   else "ETA 0:00")
+        if isinstance(event, ev.Finished):
+            path = self._final_lora or _lora_in(event.outputs) or self._last_lora
+            self._log(event.message or "Training finished.")
+            self.stats_label.setText("Finished.")
+            self._show_result(path, event.message or "Training finished.")
+            if path is not None:
+                self.trained_lora = path
+                self.lora_trained.emit(path)
+        elif isinstance(event, ev.Cancelled):
+            self._log(event.message or "Cancelled.")
+            self.stats_label.setText("Cancelled.")
+            self._show_result(self._last_lora or _lora_in(event.outputs),
+                              event.message or "Training cancelled.")
+        else:
             self._log(f"Failed: {event.message}")
-            self.stats_label.setText("Training failed.")
+            self.stats_label.setText("Training failed (see the message).")
+            self.result_label.setText("")
             show_error(self, event.message, event.details, title="Training failed")
 
     def _on_finished(self, terminal: ev.Event) -> None:
-        self._ours = False
+        if self._ours:
+            self._ours = False
+            self._cancelling = False
+            self.form.set_editable(True)
         self._update_buttons()
+
+    # ------------------------------------------------------------------ helpers
+    def _reset_run_view(self, config: TrainConfig) -> None:
+        self._final_lora = self._last_lora = None
+        self._cancelling = False
+        self.last_terminal = None
+        self.loss_plot.clear_points()
+        self.preview_strip.clear()
+        self.preview_strip.set_empty_text(
+            f"Previews every {config.sample.every} steps appear here." if config.sample.every
+            else "Previews are off (set “Preview every”).")
+        self.log_view.clear()
+        self.result_label.setText("")
+        self.open_folder_button.setVisible(False)
+        self.progress.setRange(0, config.train.steps)
+        self.progress.setValue(0)
+        self.step_label.setText(f"step 0 / {config.train.steps}")
+        for label, text in ((self.loss_label, "loss –"), (self.lr_label, "lr –"),
+                            (self.speed_label, "– it/s"), (self.eta_label, "ETA –")):
+            label.setText(text)
+        self.stats_label.setText("Starting: loading the base model and caching the dataset…")
+
+    def _show_result(self, path: Path | None, message: str) -> None:
+        self.result_label.setText(message)
+        self.result_label.setToolTip(str(path) if path else "")
+        self.open_folder_button.setVisible(path is not None and path.exists())
+        self._result_path = path
+
+    def _show_config_error(self, exc: ConfigError, title: str) -> None:
+        label = self.form.label_for(exc.key)
+        lead = f"Check the setting “{label}”.\n\n" if label else ""
+        show_error(self, lead + exc.user_message(), title=title)
+        self.form.focus_field(exc.key)
+
+    def _remember(self, config: TrainConfig) -> None:
+        from lora_studio.core.train.config import config_to_toml
+
+        self._settings.setValue(KEY_NAME, config.output.name)
+        self._settings.setValue(KEY_BASE, config.model.base)
+        saved = copy.deepcopy(config)
+        saved.dataset.path = ""
+        if not self.form.output_edit.text().strip():
+            saved.output.path = ""  # an automatic output folder stays automatic
+        self._settings.setValue(KEY_LAST_CONFIG, config_to_toml(saved))
 
     def _log(self, text: str) -> None:
         self.log_view.appendPlainText(text)
 
     def _update_buttons(self) -> None:
         running = self._runner.is_running
-        self.start_button.setEnabled(not running and self._report is not None
-                                     and self._report.usable > 0)
-        self.cancel_button.setEnabled(running and self._ours)
+        has_data = bool(self.form.dataset_path) and (self._report is None
+                                                     or self._report.usable > 0)
+        self.start_button.setEnabled(not running and has_data)
+        self.cancel_button.setEnabled(running and self._ours and not self._cancelling)
+        self.load_preset_button.setEnabled(not (running and self._ours))
 
     def _on_base_edited(self) -> None:
-        self._settings.setValue("train/base_model", self.base_edit.text().strip())
+        self._settings.setValue(KEY_BASE, self.form.base_edit.text().strip())
         self.base_model_changed.emit(self.base_model_label())
 
-    def _browse_base(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a base model checkpoint", "",
-                                              "Checkpoints (*.safetensors);;All files (*)")
-        if path:
-            self.base_edit.setText(path)
-            self._on_base_edited()
+    def _open_output_folder(self) -> None:
+        if self._result_path is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._result_path.parent)))
+
+    def _load_preset_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a training preset",
+                                              str(_presets_dir()), "Presets (*.toml)")
+        if not path:
+            return
+        try:
+            self.load_preset(path)
+        except ConfigError as exc:
+            self._show_config_error(exc, "Cannot load the preset")
+        else:
+            self._log(f"Loaded preset {path}")
+
+    def _save_preset_dialog(self) -> None:
+        folder = _presets_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self.form.name_edit.text().strip() or "preset"
+        path, _ = QFileDialog.getSaveFileName(self, "Save the settings as a preset",
+                                              str(folder / f"{name}.toml"), "Presets (*.toml)")
+        if not path:
+            return
+        if not path.endswith(".toml"):
+            path += ".toml"
+        try:
+            self.save_preset(path)
+        except ConfigError as exc:
+            self._show_config_error(exc, "Cannot save the preset")
+        else:
+            self._log(f"Saved preset {path}")
 
 
-def _spin(low: int, high: int, value: int, step: int = 1) -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    spin.setSingleStep(step)
-    spin.setValue(value)
-    spin.setAlignment(Qt.AlignRight)
-    return spin
+def _lora_in(paths: list[Path]) -> Path | None:
+    loras = [Path(p) for p in paths if str(p).endswith(".safetensors")]
+    return loras[-1] if loras else None
+
+
+def _presets_dir() -> Path:
+    return user_data_dir() / "presets"
+
+
+def _stat(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setObjectName("RunStat")
+    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+    return label
