@@ -19,16 +19,13 @@ import tomllib
 from pathlib import Path
 from collections.abc import Callable
 
-from PySide6.QtCore import QSettings, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
-    QGroupBox,
     QHBoxLayout,
-    QLabel,
-    QPlainTextEdit,
-    QProgressBar,
+    QMenu,
     QPushButton,
     QScrollArea,
     QSplitter,
@@ -42,16 +39,15 @@ from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
 from lora_studio.ui.widgets.error_dialog import show_error
-from lora_studio.ui.widgets.loss_plot import LossPlot
-from lora_studio.ui.widgets.preview_strip import PreviewStrip
 from lora_studio.ui.widgets.train_form import TINY_MODEL_LABEL, TrainForm
+from lora_studio.ui.widgets.train_run_view import TrainRunView, format_eta
 from lora_studio.ui.workers import Job, JobRunner
 
 JOB_NAME = "training"
 KEY_BASE = "train/base_model"
 KEY_NAME = "train/name"
 KEY_LAST_CONFIG = "train/last_config"  # the TOML of the last run started (without its dataset)
-PLACEHOLDER_DATASET = "<dataset>"
+PLACEHOLDER_PATH = "<set when training starts>"
 
 __all__ = ["TrainTab", "training_job", "format_eta", "read_preset", "TINY_MODEL_LABEL"]
 
@@ -65,13 +61,6 @@ def training_job(config: TrainConfig) -> Job:
         return run_training_job(config, emit, control)
 
     return job
-
-
-def format_eta(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def read_preset(path: str | Path) -> TrainConfig:
@@ -90,9 +79,11 @@ def read_preset(path: str | Path) -> TrainConfig:
 
 
 def validate_settings(cfg: TrainConfig) -> None:
-    """`cfg.validate()`, accepting an empty dataset path (a preset holds settings, not data)."""
+    """`cfg.validate()`, accepting an empty dataset path (a preset holds settings, not data) and
+    an empty output folder (the form's automatic one)."""
     probe = copy.deepcopy(cfg)
-    probe.dataset.path = probe.dataset.path or PLACEHOLDER_DATASET
+    probe.dataset.path = probe.dataset.path or PLACEHOLDER_PATH
+    probe.output.path = probe.output.path or PLACEHOLDER_PATH
     probe.validate()
 
 
@@ -111,12 +102,9 @@ class TrainTab(QWidget):
         self._report: DatasetReport | None = None
         self._ours = False  # the running job is this tab's
         self._cancelling = False
-        self._final_lora: Path | None = None
-        self._last_lora: Path | None = None
         self.last_config: TrainConfig | None = None  # the config of the last run started
         self.last_terminal: ev.Event | None = None  # how the last run of this tab ended
         self.trained_lora: Path | None = None  # the LoRA the last finished run saved
-        self._result_path: Path | None = None
         self._build()
         self._restore_settings()
         runner.event.connect(self._on_event)
@@ -129,24 +117,25 @@ class TrainTab(QWidget):
         self.form = TrainForm()
         self.form.base_edit.editingFinished.connect(self._on_base_edited)
         self.dataset_label = self.form.dataset_label
-        self.load_preset_button = QPushButton("Load preset…")
-        self.load_preset_button.setToolTip("Load settings from a TOML preset or a config saved "
+        self.load_preset_action = QAction("Load preset…", self)
+        self.load_preset_action.setToolTip("Load settings from a TOML preset or a config saved "
                                            "beside a trained LoRA.")
-        self.load_preset_button.clicked.connect(self._load_preset_dialog)
-        self.save_preset_button = QPushButton("Save preset…")
-        self.save_preset_button.setToolTip("Save these settings as a TOML preset (it also runs "
+        self.load_preset_action.triggered.connect(self._load_preset_dialog)
+        self.save_preset_action = QAction("Save preset…", self)
+        self.save_preset_action.setToolTip("Save these settings as a TOML preset (it also runs "
                                            "from the command line: lora-studio train FILE).")
-        self.save_preset_button.clicked.connect(self._save_preset_dialog)
-        presets = QHBoxLayout()
-        presets.addWidget(self.load_preset_button)
-        presets.addWidget(self.save_preset_button)
-        presets.addStretch(1)
-
+        self.save_preset_action.triggered.connect(self._save_preset_dialog)
+        presets_menu = QMenu(self)
+        presets_menu.setToolTipsVisible(True)
+        presets_menu.addAction(self.load_preset_action)
+        presets_menu.addAction(self.save_preset_action)
+        self.presets_button = QPushButton("Presets")
+        self.presets_button.setToolTip("Load or save these settings as a TOML preset.")
+        self.presets_button.setMenu(presets_menu)
         form_holder = QWidget()
         holder_layout = QVBoxLayout(form_holder)
         holder_layout.setContentsMargins(0, 0, 6, 0)
         holder_layout.addWidget(self.form)
-        holder_layout.addLayout(presets)
         holder_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -163,6 +152,7 @@ class TrainTab(QWidget):
                                       "so far (a checkpoint too, to resume later).")
         self.cancel_button.clicked.connect(self.cancel_training)
         buttons = QHBoxLayout()
+        buttons.addWidget(self.presets_button)
         buttons.addStretch(1)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.start_button)
@@ -176,63 +166,21 @@ class TrainTab(QWidget):
         splitter = QSplitter(Qt.Horizontal)
         splitter.setChildrenCollapsible(False)
         splitter.addWidget(left)
-        splitter.addWidget(self._build_run_box())
+        self.run_view = TrainRunView()
+        view = self.run_view  # its parts, by the names tests and the screenshot use
+        self.progress, self.loss_plot, self.preview_strip = (view.progress, view.loss_plot,
+                                                             view.preview_strip)
+        self.step_label, self.stats_label, self.log_view = (view.step_label, view.stats_label,
+                                                            view.log_view)
+        self.loss_label, self.lr_label, self.speed_label, self.eta_label = (
+            view.loss_label, view.lr_label, view.speed_label, view.eta_label)
+        self.result_label = view.result_label
+        splitter.addWidget(view)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([430, 820])
+        splitter.setSizes([440, 810])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(splitter)
-
-    def _build_run_box(self) -> QGroupBox:
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
-        self.progress.setValue(0)
-        self.stats_label = QLabel("Not started.")
-        self.stats_label.setObjectName("HintLabel")
-        self.stats_label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
-        self.step_label = _stat("step –")
-        self.loss_label = _stat("loss –")
-        self.lr_label = _stat("lr –")
-        self.speed_label = _stat("– it/s")
-        self.eta_label = _stat("ETA –")
-        stats = QHBoxLayout()
-        stats.setSpacing(18)
-        for label in (self.step_label, self.loss_label, self.lr_label, self.speed_label,
-                      self.eta_label):
-            stats.addWidget(label)
-        stats.addStretch(1)
-        stats.addWidget(self.stats_label)
-
-        self.loss_plot = LossPlot()
-        self.preview_strip = PreviewStrip(tile=112)
-        previews_title = QLabel("Previews (newest first)")
-        previews_title.setObjectName("HintLabel")
-        self.result_label = QLabel("")
-        self.result_label.setWordWrap(True)
-        self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.open_folder_button = QPushButton("Show folder")
-        self.open_folder_button.setToolTip("Open the folder of the saved LoRA.")
-        self.open_folder_button.clicked.connect(self._open_output_folder)
-        self.open_folder_button.setVisible(False)
-        result_row = QHBoxLayout()
-        result_row.addWidget(self.result_label, 1)
-        result_row.addWidget(self.open_folder_button, 0, Qt.AlignTop)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setPlaceholderText("Log")
-        self.log_view.setMinimumHeight(40)
-
-        run_box = QGroupBox("Run")
-        run_layout = QVBoxLayout(run_box)
-        run_layout.addWidget(self.progress)
-        run_layout.addLayout(stats)
-        run_layout.addWidget(self.loss_plot, 3)
-        run_layout.addWidget(previews_title)
-        run_layout.addWidget(self.preview_strip)
-        run_layout.addLayout(result_row)
-        run_layout.addWidget(self.log_view, 1)
-        return run_box
 
     def _restore_settings(self) -> None:
         text = str(self._settings.value(KEY_LAST_CONFIG, "") or "")
@@ -304,12 +252,14 @@ class TrainTab(QWidget):
         if self._runner.is_running:  # another job: the runner says which (its `refused`)
             return self._runner.start(self._job_factory(config), JOB_NAME)
         self._remember(config)
-        self._reset_run_view(config)
+        self._cancelling = False
+        self.last_terminal = None
+        self.run_view.reset(config.train.steps, config.sample.every)
         self._ours = self._runner.start(self._job_factory(config), JOB_NAME)
         if self._ours:
             self.last_config = config
             self.form.set_editable(False)
-            self._log(f"Output folder: {config.output_dir}")
+            self.run_view.log(f"Output folder: {config.output_dir}")
         self._update_buttons()
         return self._ours
 
@@ -319,8 +269,8 @@ class TrainTab(QWidget):
             return
         self._cancelling = True
         self._runner.cancel()
-        self.stats_label.setText("Cancelling: stopping after the current step and saving the "
-                                 "LoRA trained so far…")
+        self.run_view.set_status("Cancelling: stopping after the current step and saving "
+                                 "the LoRA trained so far…")
         self._update_buttons()
 
     def save_preset(self, path: str | Path) -> Path:
@@ -333,14 +283,9 @@ class TrainTab(QWidget):
         """Show the settings of a TOML preset. The dataset open in the Dataset tab stays; a
         preset's dataset is used only when none is open."""
         cfg = read_preset(path)
-        current = self.form.dataset_path
-        if current:
-            cfg.dataset.path = current
-            cfg.dataset.default_caption, cfg.dataset.trigger_word = self.form.dataset_captions()
-        summary = self.dataset_label.text() if current else ""
+        if self.form.dataset_path:
+            cfg.dataset.path = ""  # the form keeps its dataset
         self.form.set_config(cfg)
-        if current and summary:
-            self.dataset_label.setText(summary)
         self._update_buttons()
         self.base_model_changed.emit(self.base_model_label())
         return cfg
@@ -349,62 +294,15 @@ class TrainTab(QWidget):
     def _on_event(self, event: ev.Event) -> None:
         if not self._ours:
             return
-        if isinstance(event, ev.StepProgress):
-            self._on_step(event)
-        elif isinstance(event, ev.Preview):
-            self.preview_strip.add_preview(event.step, event.prompt, event.image, event.index)
-        elif isinstance(event, ev.JobStarted):
-            self.progress.setRange(0, max(1, event.total_steps))
-            self.step_label.setText(f"step 0 / {event.total_steps}")
-            self.stats_label.setText("Training…")
-            self._log(event.message or f"Started: {event.total_steps} steps")
-        elif isinstance(event, ev.Log):
-            self._log(event.message if event.level == "info" else f"⚠ {event.message}")
-        elif isinstance(event, ev.LoraSaved):
-            self._last_lora = Path(event.path)
-            if event.final:
-                self._final_lora = Path(event.path)
-            self._log(f"Saved LoRA (step {event.step}): {event.path}")
-        elif isinstance(event, ev.CheckpointSaved):
-            self._log(f"Saved checkpoint (step {event.step}): {event.path}")
-        elif isinstance(event, (ev.Finished, ev.Cancelled, ev.Failed)):
-            self._on_terminal(event)
-
-    def _on_step(self, event: ev.StepProgress) -> None:
-        self.progress.setRange(0, max(1, event.total_steps))
-        self.progress.setValue(event.step)
-        self.loss_plot.add(event.step, event.loss)
-        self.step_label.setText(f"step {event.step} / {event.total_steps}")
-        self.loss_label.setText(f"loss {event.loss:.4f}")
-        self.lr_label.setText(f"lr {event.lr:.2e}")
-        self.speed_label.setText(f"{event.it_per_s:.2f} it/s")
-        self.eta_label.setText(f"ETA {format_eta(event.eta_s)}")
-        if not self._cancelling:
-            self.stats_label.setText("Training…")
-
-    def _on_terminal(self, event: ev.Event) -> None:
-        self.loss_plot.flush()
-        self.last_terminal = event
-        if self.progress.maximum() > 0:
-            self.eta_label.setText("ETA –" if not isinstance(event, ev.Finished)
-                                   else "ETA 0:00")
+        self.run_view.show_event(event)
+        if isinstance(event, (ev.Finished, ev.Cancelled, ev.Failed)):
+            self.last_terminal = event
         if isinstance(event, ev.Finished):
-            path = self._final_lora or _lora_in(event.outputs) or self._last_lora
-            self._log(event.message or "Training finished.")
-            self.stats_label.setText("Finished.")
-            self._show_result(path, event.message or "Training finished.")
+            path = self.run_view.saved_lora(event)
             if path is not None:
                 self.trained_lora = path
                 self.lora_trained.emit(path)
-        elif isinstance(event, ev.Cancelled):
-            self._log(event.message or "Cancelled.")
-            self.stats_label.setText("Cancelled.")
-            self._show_result(self._last_lora or _lora_in(event.outputs),
-                              event.message or "Training cancelled.")
-        else:
-            self._log(f"Failed: {event.message}")
-            self.stats_label.setText("Training failed (see the message).")
-            self.result_label.setText("")
+        elif isinstance(event, ev.Failed):
             show_error(self, event.message, event.details, title="Training failed")
 
     def _on_finished(self, terminal: ev.Event) -> None:
@@ -415,32 +313,6 @@ class TrainTab(QWidget):
         self._update_buttons()
 
     # ------------------------------------------------------------------ helpers
-    def _reset_run_view(self, config: TrainConfig) -> None:
-        self._final_lora = self._last_lora = None
-        self._cancelling = False
-        self.last_terminal = None
-        self.loss_plot.clear_points()
-        self.preview_strip.clear()
-        self.preview_strip.set_empty_text(
-            f"Previews every {config.sample.every} steps appear here." if config.sample.every
-            else "Previews are off (set “Preview every”).")
-        self.log_view.clear()
-        self.result_label.setText("")
-        self.open_folder_button.setVisible(False)
-        self.progress.setRange(0, config.train.steps)
-        self.progress.setValue(0)
-        self.step_label.setText(f"step 0 / {config.train.steps}")
-        for label, text in ((self.loss_label, "loss –"), (self.lr_label, "lr –"),
-                            (self.speed_label, "– it/s"), (self.eta_label, "ETA –")):
-            label.setText(text)
-        self.stats_label.setText("Starting: loading the base model and caching the dataset…")
-
-    def _show_result(self, path: Path | None, message: str) -> None:
-        self.result_label.setText(message)
-        self.result_label.setToolTip(str(path) if path else "")
-        self.open_folder_button.setVisible(path is not None and path.exists())
-        self._result_path = path
-
     def _show_config_error(self, exc: ConfigError, title: str) -> None:
         label = self.form.label_for(exc.key)
         lead = f"Check the setting “{label}”.\n\n" if label else ""
@@ -458,24 +330,17 @@ class TrainTab(QWidget):
             saved.output.path = ""  # an automatic output folder stays automatic
         self._settings.setValue(KEY_LAST_CONFIG, config_to_toml(saved))
 
-    def _log(self, text: str) -> None:
-        self.log_view.appendPlainText(text)
-
     def _update_buttons(self) -> None:
         running = self._runner.is_running
         has_data = bool(self.form.dataset_path) and (self._report is None
                                                      or self._report.usable > 0)
         self.start_button.setEnabled(not running and has_data)
         self.cancel_button.setEnabled(running and self._ours and not self._cancelling)
-        self.load_preset_button.setEnabled(not (running and self._ours))
+        self.load_preset_action.setEnabled(not (running and self._ours))
 
     def _on_base_edited(self) -> None:
         self._settings.setValue(KEY_BASE, self.form.base_edit.text().strip())
         self.base_model_changed.emit(self.base_model_label())
-
-    def _open_output_folder(self) -> None:
-        if self._result_path is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._result_path.parent)))
 
     def _load_preset_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a training preset",
@@ -487,7 +352,7 @@ class TrainTab(QWidget):
         except ConfigError as exc:
             self._show_config_error(exc, "Cannot load the preset")
         else:
-            self._log(f"Loaded preset {path}")
+            self.run_view.log(f"Loaded preset {path}")
 
     def _save_preset_dialog(self) -> None:
         folder = _presets_dir()
@@ -504,20 +369,8 @@ class TrainTab(QWidget):
         except ConfigError as exc:
             self._show_config_error(exc, "Cannot save the preset")
         else:
-            self._log(f"Saved preset {path}")
-
-
-def _lora_in(paths: list[Path]) -> Path | None:
-    loras = [Path(p) for p in paths if str(p).endswith(".safetensors")]
-    return loras[-1] if loras else None
+            self.run_view.log(f"Saved preset {path}")
 
 
 def _presets_dir() -> Path:
     return user_data_dir() / "presets"
-
-
-def _stat(text: str) -> QLabel:
-    label = QLabel(text)
-    label.setObjectName("RunStat")
-    label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-    return label
