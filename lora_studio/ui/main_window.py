@@ -74,12 +74,9 @@ class MainWindow(QMainWindow):
         tab = _int(self.settings.value(KEY_TAB, 0))
         self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
         self.tabs.currentChanged.connect(lambda i: self.settings.setValue(KEY_TAB, i))
-        last = self.settings.value("dataset/last_folder", "")
-        if restore_dataset and last:
-            from pathlib import Path
-
-            folder = Path(str(last))
-            if folder.is_dir():
+        if restore_dataset:
+            folder = first_dataset_folder(self.settings.value("dataset/last_folder", ""))
+            if folder is not None:
                 self.dataset_tab.load_folder(folder)
 
     def save_settings(self) -> None:
@@ -154,3 +151,17 @@ def _int(value: object) -> int:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return 0
+
+
+def first_dataset_folder(last_folder: object):
+    """The folder to open at start: the last one used, else (first run) the shipped sample
+    dataset, so a new user can press Start on the Train tab right away."""
+    from pathlib import Path
+
+    from lora_studio.core.paths import resources_dir
+
+    if last_folder:
+        folder = Path(str(last_folder))
+        return folder if folder.is_dir() else None
+    sample = resources_dir() / "sample_dataset"
+    return sample if sample.is_dir() else None

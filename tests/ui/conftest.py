@@ -12,7 +12,6 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from PySide6.QtCore import QSettings  # noqa: E402
 
-import lora_studio.ui  # noqa: E402,F401 - applies the PySide6 None-refcount workaround first
 from lora_studio.ui.settings import studio_settings  # noqa: E402
 
 
@@ -53,6 +52,7 @@ def make_window(qtbot, settings):
 
     def make(**kwargs) -> MainWindow:
         kwargs.setdefault("probe_device", False)
+        kwargs.setdefault("restore_dataset", False)
         window = MainWindow(kwargs.pop("settings", settings), **kwargs)
         qtbot.addWidget(window)
         made.append(window)

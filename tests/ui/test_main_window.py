@@ -119,7 +119,8 @@ def test_settings_persist_across_windows(make_window, dataset_dir, wait_for_data
     first.tabs.setCurrentIndex(1)
     first.close()
 
-    second = make_window(settings=type(settings)(settings.fileName(), settings.format()))
+    second = make_window(settings=type(settings)(settings.fileName(), settings.format()),
+                         restore_dataset=True)
     assert second.tabs.currentIndex() == 1
     assert (second.width(), second.height()) == (700, 520)
     assert second.dataset_tab.trigger_edit.text() == "zqstar"
@@ -144,3 +145,13 @@ def test_device_label_is_filled_in_the_background(make_window, qtbot):
                     timeout=60_000)
     text = window.status.device_label.text()
     assert text == "Device: CPU" or text.startswith("Device: CUDA: ")
+
+
+def test_first_run_opens_the_sample_dataset(make_window, wait_for_dataset):
+    """No folder remembered yet: the shipped sample is open, so Start trains right away."""
+    from lora_studio.core.paths import resources_dir
+
+    window = make_window(restore_dataset=True)
+    wait_for_dataset(window, rows=12)
+    assert window.dataset_tab.folder == resources_dir() / "sample_dataset"
+    assert "zqstar" in window.dataset_tab.model.entry(0).caption
