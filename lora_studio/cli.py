@@ -175,9 +175,26 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- screenshot
+def _add_screenshot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("screenshot", help="grab every tab of the studio to PNG (offscreen)")
+    p.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="dataset folder to show (default: the shipped sample dataset)")
+    p.set_defaults(handler=_run_screenshot)
+
+
+def _run_screenshot(args: argparse.Namespace) -> int:
+    from lora_studio.ui.screenshot import take_screenshots
+
+    for path in take_screenshots(args.out, args.dataset):
+        print(path)
+    return 0
+
+
 # ---------------------------------------------------------------- main
 _COMMANDS = [_add_make_tiny_model, _add_dataset, _add_train, _add_inspect, _add_generate,
-             _add_merge]
+             _add_merge, _add_screenshot]
 
 
 def build_parser() -> argparse.ArgumentParser:

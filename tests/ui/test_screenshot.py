@@ -1,15 +1,17 @@
-"""The docs screenshot helper saves one non-blank PNG per tab."""
+"""`lora-studio screenshot` saves one non-blank PNG per tab."""
 
 from __future__ import annotations
 
 from PIL import Image
 
-from lora_studio.ui.screenshot import take_screenshots
+from lora_studio.cli import main
 
 
-def test_screenshots_of_every_tab(tmp_path, dataset_dir, qapp):
-    paths = take_screenshots(tmp_path / "shots", dataset_dir)
-    assert [p.name for p in paths] == ["dataset.png", "train.png", "mix.png", "generate.png"]
+def test_screenshot_command_grabs_every_tab(tmp_path, dataset_dir, qapp, capsys):
+    out = tmp_path / "shots"
+    assert main(["screenshot", "--out", str(out), "--dataset", str(dataset_dir)]) == 0
+    paths = [out / name for name in ("dataset.png", "train.png", "mix.png", "generate.png")]
+    assert capsys.readouterr().out.split() == [str(p) for p in paths]
     for path in paths:
         with Image.open(path) as image:
             assert image.size[0] >= 1000
