@@ -39,3 +39,15 @@ def tiny_vpred_model_dir(tmp_path_factory) -> Path:
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd2-v", seed=1,
                            prediction_type="v_prediction", arch="sd2")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model gains nothing from 2 threads, and they are several times slower when the
+    machine is busy (other test runs): one thread keeps these tests fast and steady."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

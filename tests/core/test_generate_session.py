@@ -17,6 +17,8 @@ from lora_studio.core.generate.session import (
 )
 from lora_studio.core.jobs import JobControl
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 STEPS = 4
 
 
@@ -43,16 +45,6 @@ def pixels(result) -> np.ndarray:
     return np.asarray(result[0].image, dtype=np.int16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny model gains nothing from 2 threads, and they are several times slower when the
-    machine is busy (other test runs): one thread keeps these tests fast and steady."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -12,41 +12,26 @@ from lora_studio.core.lora.apply import load_lora_into_pipeline
 from lora_studio.core.lora.formats import lora_from_peft, read_lora, write_lora
 from lora_studio.core.lora.model import LoraFile, LoraModule
 from lora_studio.core.lora.testing import attach_random_adapters
+from tiny_pipeline import render, tiny_pipe
 
-PROMPT = "a red star on a blue background"
-
-
-def _pipe(model_dir):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None,
-                                                   requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _render(pipe) -> np.ndarray:
-    generator = torch.Generator().manual_seed(1234)
-    return pipe(PROMPT, num_inference_steps=2, height=32, width=32, generator=generator,
-                output_type="np").images[0]
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
     """A peft adapter (r=4, alpha=2) on a pipeline, its image, and the base image."""
-    pipe = _pipe(tiny_model_dir)
-    base = _render(pipe)
+    pipe = tiny_pipe(tiny_model_dir)
+    base = render(pipe)
     attach_random_adapters(pipe, rank=4, alpha=2.0, seed=0)
     lora = lora_from_peft(pipe.unet, pipe.text_encoder)
     folder = tmp_path_factory.mktemp("apply")
-    return {"lora": lora, "peft_image": _render(pipe), "base_image": base, "dir": folder}
+    return {"lora": lora, "peft_image": render(pipe), "base_image": base, "dir": folder}
 
 
 @pytest.fixture(scope="module")
 def fresh_pipe(tiny_model_dir):
     """One pipeline without LoRAs, shared by the refusal tests (each checks it stays clean)."""
-    pipe = _pipe(tiny_model_dir)
-    return pipe, _render(pipe)
+    pipe = tiny_pipe(tiny_model_dir)
+    return pipe, render(pipe)
 
 
 def _close(a, b) -> bool:
@@ -59,35 +44,35 @@ def test_lora_changes_the_image_clearly(trained):
 
 def test_kohya_file_in_plain_diffusers_matches_the_trained_adapter(trained, tiny_model_dir):
     path = write_lora(trained["lora"], trained["dir"] / "kohya.safetensors")
-    pipe = _pipe(tiny_model_dir)
+    pipe = tiny_pipe(tiny_model_dir)
     pipe.load_lora_weights(str(path), adapter_name="style")
-    assert _close(_render(pipe), trained["peft_image"])
+    assert _close(render(pipe), trained["peft_image"])
 
 
 def test_diffusers_layout_file_in_plain_diffusers_matches(trained, tiny_model_dir):
     path = write_lora(trained["lora"], trained["dir"] / "diffusers.safetensors", layout="diffusers")
-    pipe = _pipe(tiny_model_dir)
+    pipe = tiny_pipe(tiny_model_dir)
     pipe.load_lora_weights(str(path), adapter_name="style")
-    assert _close(_render(pipe), trained["peft_image"])
+    assert _close(render(pipe), trained["peft_image"])
 
 
 def test_our_loader_matches_and_reports_every_module(trained, tiny_model_dir):
     path = write_lora(trained["lora"], trained["dir"] / "ours.safetensors")
-    pipe = _pipe(tiny_model_dir)
+    pipe = tiny_pipe(tiny_model_dir)
     report = load_lora_into_pipeline(pipe, path, "style")
     # 4 transformer blocks x 12 layers in the tiny UNet + 2 CLIP layers x 6
     assert (report.matched, report.unmatched, report.total) == (60, [], 60)
     assert report.adapter_name == "style" and "style" in pipe.get_list_adapters()["unet"]
-    assert _close(_render(pipe), trained["peft_image"])
+    assert _close(render(pipe), trained["peft_image"])
 
 
 def test_alpha_equal_to_rank_would_give_a_different_image(trained, tiny_model_dir):
     """The check above would catch a loader or writer that assumes alpha = rank."""
     lora = trained["lora"]
     wrong = LoraFile({k: LoraModule(m.down, m.up, float(m.rank)) for k, m in lora.modules.items()})
-    pipe = _pipe(tiny_model_dir)
+    pipe = tiny_pipe(tiny_model_dir)
     load_lora_into_pipeline(pipe, wrong, "wrong")
-    assert np.abs(_render(pipe) - trained["peft_image"]).mean() > 0.01
+    assert np.abs(render(pipe) - trained["peft_image"]).mean() > 0.01
 
 
 def _sdxl_lora() -> LoraFile:
@@ -107,7 +92,7 @@ def _sdxl_lora() -> LoraFile:
 
 def _assert_untouched(pipe, image):
     assert not any(pipe.get_list_adapters().values())
-    assert _close(_render(pipe), image)
+    assert _close(render(pipe), image)
 
 
 def test_sdxl_lora_is_refused_on_an_sd1_model(fresh_pipe, tmp_path):
@@ -147,7 +132,7 @@ def test_partial_match_is_reported(fresh_pipe, trained):
     try:
         assert report.matched == 60 and report.unmatched == ["unet.no_such_block.0.to_q"]
         assert report.total == 61 and not report.fully_matched
-        assert not _close(_render(pipe), image)
+        assert not _close(render(pipe), image)
     finally:
         pipe.delete_adapters("partial")
     _assert_untouched(pipe, image)
@@ -157,7 +142,7 @@ def test_second_lora_loads_after_a_first_and_after_a_removal(trained, tiny_model
     """Stacking: once a layer holds a LoRA, peft wraps it; the next LoRA must still be checked
     against the real layer inside (and so after delete_adapters, which keeps the wrapper)."""
     path = write_lora(trained["lora"], trained["dir"] / "stack.safetensors")
-    pipe = _pipe(tiny_model_dir)
+    pipe = tiny_pipe(tiny_model_dir)
     load_lora_into_pipeline(pipe, path, "first")
     second = load_lora_into_pipeline(pipe, path, "second")
     assert (second.matched, second.unmatched) == (60, [])
@@ -165,4 +150,4 @@ def test_second_lora_loads_after_a_first_and_after_a_removal(trained, tiny_model
     third = load_lora_into_pipeline(pipe, path, "third")
     assert third.matched == 60
     pipe.set_adapters(["third"], [1.0])
-    assert _close(_render(pipe), trained["peft_image"])
+    assert _close(render(pipe), trained["peft_image"])

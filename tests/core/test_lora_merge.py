@@ -19,6 +19,7 @@ from lora_studio.core.lora.formats import lora_from_peft, read_lora, write_lora
 from lora_studio.core.lora.merge import merge_loras
 from lora_studio.core.lora.model import LoraFile, LoraModule
 from lora_studio.core.lora.testing import attach_random_adapters
+from tiny_pipeline import render, tiny_pipe
 
 Q = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"  # linear 32 -> 32
 K = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"  # linear 48 -> 32
@@ -224,22 +225,6 @@ def test_cli_merges_two_files(inputs, tmp_path):
 
 
 # ----------------------------------------------------------------------------- image
-PROMPT = "a red star on a blue background"
-
-
-def _pipe(model_dir):
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None,
-                                                   requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _render(pipe) -> np.ndarray:
-    generator = torch.Generator().manual_seed(1234)
-    return pipe(PROMPT, num_inference_steps=2, height=32, width=32, generator=generator,
-                output_type="np").images[0]
 
 
 def test_merged_file_renders_like_both_adapters(tiny_model_dir, tmp_path):
@@ -248,7 +233,7 @@ def test_merged_file_renders_like_both_adapters(tiny_model_dir, tmp_path):
     renders what A and B render as two adapters at 0.8 / 0.6."""
     from lora_studio.core.lora.apply import load_lora_into_pipeline
 
-    donor = _pipe(tiny_model_dir)
+    donor = tiny_pipe(tiny_model_dir)
     attach_random_adapters(donor, rank=4, alpha=2.0, seed=0, adapter_name="a")
     attach_random_adapters(donor, rank=8, alpha=1.0, seed=1, adapter_name="b",
                            text_encoder=False)
@@ -256,17 +241,17 @@ def test_merged_file_renders_like_both_adapters(tiny_model_dir, tmp_path):
     b = lora_from_peft(donor.unet, adapter_name="b")
     pa, pb = write_lora(a, tmp_path / "a.safetensors"), write_lora(b, tmp_path / "b.safetensors")
 
-    both = _pipe(tiny_model_dir)
-    base = _render(both)
+    both = tiny_pipe(tiny_model_dir)
+    base = render(both)
     load_lora_into_pipeline(both, pa, "a")
     load_lora_into_pipeline(both, pb, "b")
     both.set_adapters(["a", "b"], [0.8, 0.6])
-    reference = _render(both)
+    reference = render(both)
     assert np.abs(reference - base).mean() > 0.01  # the LoRAs change the image clearly
 
     merged_path = write_lora(merge_loras([(pa, 0.8), (pb, 0.6)]).lora,
                              tmp_path / "merged.safetensors")
-    pipe = _pipe(tiny_model_dir)
+    pipe = tiny_pipe(tiny_model_dir)
     pipe.load_lora_weights(str(merged_path), adapter_name="merged")
-    image = _render(pipe)
+    image = render(pipe)
     assert float(np.abs(image - reference).max()) < 1e-4

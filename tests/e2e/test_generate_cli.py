@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def make_lora_file(model_dir: Path, out_path: Path, seed: int, **unet_kw) -> Path:
@@ -35,16 +35,6 @@ def make_lora_file(model_dir: Path, out_path: Path, seed: int, **unet_kw) -> Pat
     return out_path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny model gains nothing from 2 threads, and they are several times slower when the
-    machine is busy (other test runs): one thread keeps these tests fast and steady."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
