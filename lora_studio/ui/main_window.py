@@ -11,6 +11,7 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from lora_studio.core import events as ev
+from lora_studio.ui.session_model import SessionModel
 from lora_studio.ui.settings import APP_NAME, studio_settings
 from lora_studio.ui.tabs.dataset_tab import DatasetTab
 from lora_studio.ui.tabs.generate_tab import GenerateTab
@@ -40,7 +41,8 @@ class MainWindow(QMainWindow):
         self.dataset_tab = DatasetTab(self.settings)
         self.train_tab = TrainTab(self.runner, self.settings)
         self.mix_tab = MixTab()
-        self.generate_tab = GenerateTab()
+        self.session_model = SessionModel(self.runner, parent=self)
+        self.generate_tab = GenerateTab(self.session_model, self.settings)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("MainTabs")
         self.tabs.setDocumentMode(True)
@@ -57,6 +59,8 @@ class MainWindow(QMainWindow):
         self.dataset_tab.status.connect(lambda text: self.status.showMessage(text, 8000))
         self.dataset_tab.report_changed.connect(self.train_tab.set_report)
         self.train_tab.base_model_changed.connect(self.status.set_base_model)
+        self.train_tab.base_model_changed.connect(self._sync_base_model)
+        self._sync_base_model()
         self.runner.started.connect(lambda name: self.status.set_job(f"{name.capitalize()}: "
                                                                      "starting"))
         self.runner.event.connect(self._on_job_event)
@@ -104,9 +108,20 @@ class MainWindow(QMainWindow):
     def _on_job_event(self, event: ev.Event) -> None:
         self.status.show_job_event(self.runner.job_name or "job", event)
 
+    def _sync_base_model(self, _label: str = "") -> None:
+        """Generation uses the base model shown in the status bar (the Train tab's)."""
+        self.session_model.set_base_model(self.train_tab.base_edit.text().strip() or None)
+
     # ------------------------------------------------------------------ drag and drop
+    def _drop_for_generate(self, paths: list) -> bool:
+        """While the Generate tab is shown, a dropped image (no folder) loads its settings."""
+        return (self.tabs.currentWidget() is self.generate_tab
+                and self.generate_tab.accepts_drop(paths))
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's API
-        if dataset_folder_for(local_paths(event.mimeData())) is not None:
+        if self._drop_for_generate(local_paths(event.mimeData())):
+            event.acceptProposedAction()
+        elif dataset_folder_for(local_paths(event.mimeData())) is not None:
             event.acceptProposedAction()
             self.dataset_tab.drop_hint.set_highlight(True)
         else:
@@ -118,7 +133,10 @@ class MainWindow(QMainWindow):
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's API
         self.dataset_tab.drop_hint.set_highlight(False)
         paths = local_paths(event.mimeData())
-        if self.open_paths(paths):
+        if self._drop_for_generate(paths):
+            self.generate_tab.drop_paths(paths)
+            event.acceptProposedAction()
+        elif self.open_paths(paths):
             event.acceptProposedAction()
         else:
             event.ignore()

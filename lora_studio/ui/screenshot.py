@@ -2,7 +2,8 @@
 
 Opens the window offscreen with its own throw-away settings, loads a dataset (the shipped
 sample by default), waits for the thumbnails, trains a short real LoRA on the built-in tiny model
-in the Train tab (so its picture shows a real run), and saves one PNG per tab.
+in the Train tab (so its picture shows a real run), renders a few images with it in the Generate
+tab, and saves one PNG per tab.
 """
 
 from __future__ import annotations
@@ -46,6 +47,30 @@ def _real_training(app, window, work_dir: Path, timeout_s: float = 240.0) -> boo
     return _wait_until(app, lambda: not window.runner.is_running, timeout_s)
 
 
+def _real_generation(app, window, work_dir: Path, timeout_s: float = 120.0) -> bool:
+    """Render 4 real images on the built-in tiny model from the Generate tab, with the LoRA
+    just trained in the stack, so its screenshot shows real results in the gallery."""
+    tab = window.generate_tab
+    lora = getattr(window.train_tab, "trained_lora", None)
+    if lora is not None and Path(lora).is_file():
+        window.session_model.add_lora(lora, weight=0.8)
+    tab.set_output_dir(work_dir / "outputs")
+    form = tab.form
+    form.prompt_edit.setPlainText("zqstar, a glowing star over calm water, night sky")
+    form.negative_edit.setPlainText("blurry, lowres")
+    form.steps_spin.setValue(8)
+    form.seed_edit.setText("1234")
+    form.count_spin.setValue(4)
+    form.sampler_combo.setCurrentText("DPM++ 2M")
+    form.schedule_combo.setCurrentText("Karras")
+    if not tab.generate():
+        return False
+    done = _wait_until(app, lambda: not window.runner.is_running, timeout_s)
+    if tab.gallery.count():
+        tab.gallery.setCurrentRow(0)
+    return done
+
+
 def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str] |
                      None = None) -> list[Path]:
     """Save `dataset.png`, `train.png`, `mix.png`, `generate.png` into `out_dir`; returns them."""
@@ -73,6 +98,7 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
         if tab.model.rowCount() > 1:
             tab.select_row(1)
         _real_training(app, window, Path(tmp))
+        _real_generation(app, window, Path(tmp))
         paths = []
         for index in range(window.tabs.count()):
             window.tabs.setCurrentIndex(index)
