@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lora_files import make_lora_file
 
 from lora_studio.core import events
 from lora_studio.core.errors import ConfigError, LoraFormatError, StudioError
@@ -22,23 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STEPS = 4
 
 
-def make_lora_file(model_dir: Path, out_path: Path, seed: int) -> Path:
-    """A random (non-zero) rank-4 PEFT LoRA on the tiny UNet's attention, saved by diffusers."""
-    import torch
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet = UNet2DConditionModel.from_pretrained(model_dir, subfolder="unet")
-    torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    tmp = out_path.parent / f".{out_path.stem}-dir"
-    StableDiffusionPipeline.save_lora_weights(
-        tmp, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
-    (tmp / "pytorch_lora_weights.safetensors").rename(out_path)
-    tmp.rmdir()
-    return out_path
 
 
 def pixels(result) -> np.ndarray:

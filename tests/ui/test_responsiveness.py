@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import QTimer
+from test_train_tab_real import configure
 
 from lora_studio.core import events as ev
-from lora_studio.core.paths import resources_dir
 from lora_studio.ui.tabs.train_tab import TrainTab
 from lora_studio.ui.workers import JobRunner
 
@@ -26,16 +26,7 @@ def test_the_gui_thread_keeps_ticking_during_a_real_training_run(qtbot, settings
     qtbot.addWidget(tab)
     tab.resize(1200, 760)
     tab.show()
-    tab.set_dataset(resources_dir() / "sample_dataset", "zqstar")
-    form = tab.form
-    form.base_edit.setText(str(tiny_model_dir))
-    form.steps_spin.setValue(STEPS)
-    form.resolution_spin.setValue(32)
-    form.rank_spin.setValue(4)
-    form.batch_spin.setValue(1)
-    form.sample_every_spin.setValue(10)
-    form.sample_steps_spin.setValue(3)
-    form.output_edit.setText(str(tmp_path / "out"))
+    configure(tab, tiny_model_dir, tmp_path / "out", steps=STEPS, every=10, sample_steps=3)
 
     ticks: list[float] = []
     probe = QTimer()

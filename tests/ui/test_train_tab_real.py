@@ -33,7 +33,8 @@ def tab(qtbot, settings):
         runner.wait(60_000)
 
 
-def configure(tab: TrainTab, base: Path, out: Path, steps: int, every: int) -> None:
+def configure(tab: TrainTab, base: Path, out: Path, steps: int, every: int,
+              sample_steps: int = 2) -> None:
     tab.set_dataset(SAMPLE_DATASET, "zqstar")
     form = tab.form
     form.base_edit.setText(str(base))
@@ -42,7 +43,7 @@ def configure(tab: TrainTab, base: Path, out: Path, steps: int, every: int) -> N
     form.rank_spin.setValue(4)
     form.batch_spin.setValue(1)
     form.sample_every_spin.setValue(every)
-    form.sample_steps_spin.setValue(2)
+    form.sample_steps_spin.setValue(sample_steps)
     form.output_edit.setText(str(out))
     form.name_edit.setText("star")
 
