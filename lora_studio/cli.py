@@ -175,6 +175,23 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="re-save a LoRA in kohya or diffusers layout")
+    p.add_argument("input", type=Path, help="a LoRA .safetensors file (any supported layout)")
+    p.add_argument("--format", choices=["kohya", "diffusers"], required=True,
+                   help="kohya: A1111/ComfyUI/Forge; diffusers: diffusers/PEFT")
+    p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    p.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from lora_studio.core.lora.convert import convert_lora
+
+    out = convert_lora(args.input, args.out, layout=args.format)
+    print(f"Wrote {out} ({args.format} layout)")
+    return 0
+
+
 # ---------------------------------------------------------------- screenshot
 def _add_screenshot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("screenshot", help="grab every tab of the studio to PNG (offscreen)")
@@ -194,7 +211,7 @@ def _run_screenshot(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- main
 _COMMANDS = [_add_make_tiny_model, _add_dataset, _add_train, _add_inspect, _add_generate,
-             _add_merge, _add_screenshot]
+             _add_merge, _add_convert, _add_screenshot]
 
 
 def build_parser() -> argparse.ArgumentParser:

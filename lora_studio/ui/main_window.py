@@ -1,22 +1,28 @@
 """The studio window: four tabs (Dataset, Train, Mix, Generate), a status bar, one job runner.
 
-Drop a folder (or image files) anywhere on the window to open it in the Dataset tab. Window
+Drop a folder (or image files) anywhere on the window to open it in the Dataset tab (on the Mix
+tab, LoRA files and folders go to its library; on the Generate tab, a PNG loads its settings).
+The base model, shared by every tab, is picked at the top right (`BaseModelChoice`). Window
 geometry, the last folder and the current tab are kept in QSettings.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QSettings, QTimer
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from lora_studio.core import events as ev
+from lora_studio.core.paths import user_data_dir
+from lora_studio.ui.base_model import BaseModelChoice
+from lora_studio.ui.lora_library import LoraLibrary
 from lora_studio.ui.session_model import SessionModel
 from lora_studio.ui.settings import APP_NAME, studio_settings
 from lora_studio.ui.tabs.dataset_tab import DatasetTab
 from lora_studio.ui.tabs.generate_tab import GenerateTab
 from lora_studio.ui.tabs.mix_tab import MixTab
 from lora_studio.ui.tabs.train_tab import TrainTab
+from lora_studio.ui.widgets.base_model_picker import BaseModelPicker
 from lora_studio.ui.widgets.drop_zone import dataset_folder_for, local_paths
 from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.status_bar import StudioStatusBar
@@ -38,10 +44,13 @@ class MainWindow(QMainWindow):
         self.runner = JobRunner(self)
         self._probe_device = probe_device
 
+        self.base_model = BaseModelChoice(self.settings, parent=self)
+        self.session_model = SessionModel(self.runner, self.base_model.spec, parent=self)
+        self.library = LoraLibrary(self.settings, default_folders=[user_data_dir() / "loras"],
+                                   parent=self)
         self.dataset_tab = DatasetTab(self.settings)
         self.train_tab = TrainTab(self.runner, self.settings)
-        self.mix_tab = MixTab()
-        self.session_model = SessionModel(self.runner, parent=self)
+        self.mix_tab = MixTab(self.session_model, self.library, self.settings)
         self.generate_tab = GenerateTab(self.session_model, self.settings)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("MainTabs")
@@ -50,17 +59,21 @@ class MainWindow(QMainWindow):
         for tab, name in zip((self.dataset_tab, self.train_tab, self.mix_tab,
                               self.generate_tab), TAB_NAMES):
             self.tabs.addTab(tab, name)
+        self.model_picker = BaseModelPicker(self.base_model)
+        self.tabs.setCornerWidget(self.model_picker, Qt.TopRightCorner)
         self.setCentralWidget(self.tabs)
 
         self.status = StudioStatusBar()
         self.setStatusBar(self.status)
-        self.status.set_base_model(self.train_tab.base_model_label())
 
         self.dataset_tab.status.connect(lambda text: self.status.showMessage(text, 8000))
         self.dataset_tab.report_changed.connect(self.train_tab.set_report)
-        self.train_tab.base_model_changed.connect(self.status.set_base_model)
-        self.train_tab.base_model_changed.connect(self._sync_base_model)
-        self._sync_base_model()
+        self.base_model.changed.connect(self._on_base_model)
+        self.base_model.described.connect(lambda _text, _ok: self._show_base_model())
+        self.train_tab.base_model_requested.connect(self.model_picker.choose)
+        self.train_tab.lora_trained.connect(self._on_lora_trained)
+        self._on_base_model(self.base_model.spec)
+        self.base_model.describe()
         self.runner.started.connect(lambda name: self.status.set_job(f"{name.capitalize()}: "
                                                                      "starting"))
         self.runner.event.connect(self._on_job_event)
@@ -108,9 +121,23 @@ class MainWindow(QMainWindow):
     def _on_job_event(self, event: ev.Event) -> None:
         self.status.show_job_event(self.runner.job_name or "job", event)
 
-    def _sync_base_model(self, _label: str = "") -> None:
-        """Generation uses the base model shown in the status bar (the Train tab's)."""
-        self.session_model.set_base_model(self.train_tab.base_edit.text().strip() or None)
+    def _on_base_model(self, spec) -> None:
+        """Every tab follows the picked base model."""
+        self.train_tab.set_base_model(spec, self.base_model.label)
+        self.session_model.set_base_model(spec)
+        self._show_base_model()
+
+    def _show_base_model(self) -> None:
+        arch = self.base_model.description.split(" (toy")[0]
+        ok = self.base_model.ok or not self.base_model.description
+        self.status.set_base_model(self.base_model.label + (f" ({arch})" if arch and ok else
+                                                            " (cannot be used)" if arch else ""))
+
+    def _on_lora_trained(self, path) -> None:
+        """A finished run's LoRA goes into the Mix tab's library (read again if overwritten)."""
+        if not self.library.add_files([path]):
+            self.library.reread(path)
+        self.status.showMessage(f"Trained {path.name}: it is in the Mix tab's library.", 10000)
 
     # ------------------------------------------------------------------ drag and drop
     def _drop_for_generate(self, paths: list) -> bool:
@@ -118,8 +145,13 @@ class MainWindow(QMainWindow):
         return (self.tabs.currentWidget() is self.generate_tab
                 and self.generate_tab.accepts_drop(paths))
 
+    def _drop_for_mix(self, paths: list) -> bool:
+        """While the Mix tab is shown, LoRA files and folders go to its library."""
+        return self.tabs.currentWidget() is self.mix_tab and self.mix_tab.accepts_drop(paths)
+
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's API
-        if self._drop_for_generate(local_paths(event.mimeData())):
+        paths = local_paths(event.mimeData())
+        if self._drop_for_generate(paths) or self._drop_for_mix(paths):
             event.acceptProposedAction()
         elif dataset_folder_for(local_paths(event.mimeData())) is not None:
             event.acceptProposedAction()
@@ -135,6 +167,9 @@ class MainWindow(QMainWindow):
         paths = local_paths(event.mimeData())
         if self._drop_for_generate(paths):
             self.generate_tab.drop_paths(paths)
+            event.acceptProposedAction()
+        elif self._drop_for_mix(paths):
+            self.mix_tab.drop_paths(paths)
             event.acceptProposedAction()
         elif self.open_paths(paths):
             event.acceptProposedAction()
@@ -160,8 +195,16 @@ class MainWindow(QMainWindow):
             self.runner.cancel()
             self.runner.wait()
         self.save_settings()
-        self.dataset_tab.shutdown()
+        self.shutdown()
         super().closeEvent(event)
+
+
+    def shutdown(self) -> None:
+        """Stop the background readers (thumbnails, LoRA inspection, exports)."""
+        self.dataset_tab.shutdown()
+        self.mix_tab.shutdown()
+        self.library.shutdown()
+        self.base_model.shutdown()
 
 
 def _int(value: object) -> int:

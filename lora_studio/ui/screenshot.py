@@ -36,7 +36,7 @@ def _real_training(app, window, work_dir: Path, timeout_s: float = 240.0) -> boo
     saved file. About 10-30 s on a 2-core CPU. Returns whether the run finished."""
     tab = window.train_tab
     form = tab.form
-    form.base_edit.setText("")  # the built-in tiny model
+    window.model_picker.choose(None)  # the built-in tiny model
     form.steps_spin.setValue(SCREENSHOT_STEPS)
     form.sample_every_spin.setValue(SCREENSHOT_SAMPLE_EVERY)
     form.sample_steps_spin.setValue(6)

@@ -29,6 +29,20 @@ training, are not) and its end as `generation_finished(object)` (Finished / Fail
 `model.cancel()` stops the render after the current step; `model.is_generating` tells whether
 one of ours runs. `model.session` is the live GenerationSession or None (read it from the GUI
 thread only to inspect, e.g. in tests, never to render).
+
+Previews: `model.generate(request, purpose="preview")` runs the same way, but its events go to
+`preview_event(object)` / `preview_finished(object)` instead (the Mix tab's live preview), so a
+preview never shows up in the Generate tab's gallery.
+
+Sliders without a render: a weight or on/off change of a LoRA the session has already loaded is
+passed on at once (`GenerationSession.set_weight` / `set_enabled`, i.e. `set_adapters`, no
+reload; applied when the pipeline is free, never waiting for a render). New files are loaded by
+the next render.
+
+Files that do not fit: a LoRA of the stack that the session refuses (another architecture, a
+damaged file) is skipped — the render goes on with the others and logs a warning — and is
+reported by `model.problem(path)` (the reason) and `problems_changed()`, until it is removed or
+loads.
 """
 
 from __future__ import annotations
@@ -42,7 +56,9 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from lora_studio.core import events as ev
+from lora_studio.core.errors import StudioError
 from lora_studio.core.generate.session import GenerationRequest
+from lora_studio.ui.base_model import normal_spec
 from lora_studio.ui.workers import Job, JobRunner
 
 JOB_NAME = "generation"
@@ -66,6 +82,9 @@ class SessionModel(QObject):
     base_model_changed = Signal(object)
     generation_event = Signal(object)
     generation_finished = Signal(object)
+    preview_event = Signal(object)
+    preview_finished = Signal(object)
+    problems_changed = Signal()
 
     def __init__(self, runner: JobRunner, base_model: Any = None,
                  parent: QObject | None = None) -> None:
@@ -75,8 +94,11 @@ class SessionModel(QObject):
         self._stack: list[LoraEntry] = []
         self._session = None  # GenerationSession, made in the worker thread
         self._session_spec: Any = None
-        self._lock = threading.Lock()  # guards _session / _session_spec across threads
+        self._lock = threading.Lock()  # guards the fields below that the worker writes
+        self._adapters: dict[str, str] = {}  # file key -> adapter name in the live session
+        self._problems: dict[str, str] = {}  # file key -> why the session refused it
         self._ours = False
+        self._purpose = "generate"
         runner.event.connect(self._on_event)
         runner.finished.connect(self._on_finished)
 
@@ -92,14 +114,19 @@ class SessionModel(QObject):
     def set_base_model(self, spec: Any) -> None:
         """Use another base model; the loaded session is dropped (a render in progress finishes
         on the old one). No-op when `spec` is the current one."""
-        spec = _normal_spec(spec)
-        if spec == _normal_spec(self._base_model):
+        spec = normal_spec(spec)
+        if spec == normal_spec(self._base_model):
             return
         self._base_model = spec
         with self._lock:
             self._session = None
             self._session_spec = None
+            self._adapters.clear()
+            had_problems = bool(self._problems)
+            self._problems.clear()
         self.base_model_changed.emit(spec)
+        if had_problems:
+            self.problems_changed.emit()
 
     @property
     def session(self):
@@ -133,7 +160,16 @@ class SessionModel(QObject):
         kept = [e for e in self._stack if _key(e.path) != key]
         if len(kept) != len(self._stack):
             self._stack = kept
+            with self._lock:
+                had_problem = self._problems.pop(key, None) is not None
             self.stack_changed.emit()
+            if had_problem:
+                self.problems_changed.emit()
+
+    def problem(self, path: str | Path) -> str | None:
+        """Why the session refused this LoRA file at the last render, or None."""
+        with self._lock:
+            return self._problems.get(_key(path))
 
     def set_weight(self, path: str | Path, weight: float) -> None:
         self._replace(path, weight=float(weight))
@@ -162,6 +198,7 @@ class SessionModel(QObject):
                 new = replace(old, **changes)
                 if new != old:
                     self._stack[i] = new
+                    self._push_to_session(new)
                     self.stack_changed.emit()
                 return
         raise KeyError(f"{path} is not in the LoRA stack")
@@ -171,6 +208,10 @@ class SessionModel(QObject):
     def is_generating(self) -> bool:
         return self._ours and self._runner.is_running
 
+    @property
+    def is_previewing(self) -> bool:
+        return self.is_generating and self._purpose == "preview"
+
     def generation_job(self, request: GenerationRequest) -> Job:
         """The job for the runner: the current stack and base model, snapshotted now."""
         stack = self.stack
@@ -178,17 +219,40 @@ class SessionModel(QObject):
 
         def job(emit: ev.Emit, control) -> Any:
             session = self._session_for(spec)
-            apply_stack(session, stack)
+            adapters, problems = apply_stack(session, stack)
+            for message in problems.values():
+                emit(ev.Log(message, "warning"))
+            with self._lock:
+                if session is self._session:
+                    self._adapters = adapters
+                    self._problems = problems
             return session.generate(request, emit, control)
 
         return job
 
-    def generate(self, request: GenerationRequest) -> bool:
-        """Start rendering `request` on the runner; False when another job is running."""
-        started = self._runner.start(self.generation_job(request), JOB_NAME)
+    def generate(self, request: GenerationRequest, purpose: str = "generate") -> bool:
+        """Start rendering `request` on the runner; False when another job is running.
+        `purpose` "preview" sends the events to `preview_event` / `preview_finished`."""
+        if purpose not in ("generate", "preview"):
+            raise ValueError(f"purpose must be 'generate' or 'preview', not {purpose!r}")
+        started = self._runner.start(self.generation_job(request),
+                                     JOB_NAME if purpose == "generate" else "preview")
         if started:
             self._ours = True
+            self._purpose = purpose
         return started
+
+    def _push_to_session(self, entry: LoraEntry) -> None:
+        """Pass a weight / on-off change to the live session at once (no render, no reload)."""
+        with self._lock:
+            session, name = self._session, self._adapters.get(_key(entry.path))
+        if session is None or name is None:
+            return
+        try:
+            session.set_weight(name, entry.weight)
+            session.set_enabled(name, entry.enabled)
+        except StudioError:  # removed from the session meanwhile: the next render reloads it
+            pass
 
     def cancel(self) -> None:
         """Stop our render after its current step (no-op when none runs)."""
@@ -198,54 +262,63 @@ class SessionModel(QObject):
     def _session_for(self, spec: Any):
         """The session for `spec`, created on first use (in the worker thread)."""
         with self._lock:
-            if self._session is not None and self._session_spec == _normal_spec(spec):
+            if self._session is not None and self._session_spec == normal_spec(spec):
                 return self._session
         from lora_studio.core.generate.session import GenerationSession
 
         session = GenerationSession(spec)
         with self._lock:
-            if _normal_spec(spec) == _normal_spec(self._base_model):  # still the current model
-                self._session, self._session_spec = session, _normal_spec(spec)
+            if normal_spec(spec) == normal_spec(self._base_model):  # still the current model
+                self._session, self._session_spec = session, normal_spec(spec)
         return session
 
     def _on_event(self, event: ev.Event) -> None:
         if self._ours:
-            self.generation_event.emit(event)
+            (self.preview_event if self._purpose == "preview" else self.generation_event
+             ).emit(event)
 
     def _on_finished(self, terminal: ev.Event) -> None:
         if self._ours:
             self._ours = False
-            self.generation_finished.emit(terminal)
+            (self.preview_finished if self._purpose == "preview" else self.generation_finished
+             ).emit(terminal)
+            self.problems_changed.emit()
 
 
-def apply_stack(session, stack: Iterable[LoraEntry]) -> None:
-    """Make `session`'s LoRAs match `stack`, changing only what differs (worker thread)."""
+def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], dict[str, str]]:
+    """Make `session`'s LoRAs match `stack`, changing only what differs (worker thread).
+
+    Returns ({file key: adapter name} of the LoRAs loaded, {file key: why it was refused}); a
+    refused file is left out and the others are applied."""
     wanted = {_key(e.path): e for e in stack}
     loaded = {_key(lo.path): lo for lo in session.loras}
     for key, lora in loaded.items():
         if key not in wanted:
             session.remove_lora(lora.name)
+    adapters: dict[str, str] = {}
+    problems: dict[str, str] = {}
     for key, entry in wanted.items():
         lora = loaded.get(key)
         if lora is None:
-            session.add_lora(entry.path, entry.weight, name=entry.name)
+            try:
+                session.add_lora(entry.path, entry.weight, name=entry.name)
+            except StudioError as exc:
+                problems[key] = f"{entry.path.name} was left out: {exc.user_message()}"
+                continue
+            name = next(lo.name for lo in session.loras if _key(lo.path) == key)
+            adapters[key] = name
             if not entry.enabled:
-                name = next(lo.name for lo in session.loras if _key(lo.path) == key)
                 session.set_enabled(name, False)
             continue
+        adapters[key] = lora.name
         if lora.weight != entry.weight:
             session.set_weight(lora.name, entry.weight)
         if lora.enabled != entry.enabled:
             session.set_enabled(lora.name, entry.enabled)
+    return adapters, problems
 
 
 def _key(path: str | Path) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def _normal_spec(spec: Any) -> Any:
-    """None for the built-in model however it is spelled; other specs as text."""
-    if spec is None:
-        return None
-    text = str(spec).strip()
-    return None if text.lower() in ("", "tiny", "builtin", "builtin-tiny") else text

@@ -60,7 +60,7 @@ def make_window(qtbot, settings):
 
     yield make
     for window in made:
-        window.dataset_tab.shutdown()
+        window.shutdown()
 
 
 @pytest.fixture

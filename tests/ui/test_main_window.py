@@ -111,7 +111,7 @@ def test_default_caption_applies_to_uncaptioned_images(make_window, dataset_dir,
 def test_settings_persist_across_windows(make_window, dataset_dir, wait_for_dataset, settings):
     first = make_window()
     first.show()
-    first.resize(700, 520)  # inside the 800x600 offscreen screen
+    first.resize(760, 520)  # inside the 800x600 offscreen screen
     first.open_paths([dataset_dir])
     wait_for_dataset(first, rows=4)
     first.dataset_tab.trigger_edit.setText("zqstar")
@@ -122,7 +122,7 @@ def test_settings_persist_across_windows(make_window, dataset_dir, wait_for_data
     second = make_window(settings=type(settings)(settings.fileName(), settings.format()),
                          restore_dataset=True)
     assert second.tabs.currentIndex() == 1
-    assert (second.width(), second.height()) == (700, 520)
+    assert (second.width(), second.height()) == (760, 520)
     assert second.dataset_tab.trigger_edit.text() == "zqstar"
     wait_for_dataset(second, rows=4)  # the last folder is opened again
     assert second.dataset_tab.folder == dataset_dir

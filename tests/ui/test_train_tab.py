@@ -145,7 +145,7 @@ def test_every_setting_has_the_engine_help_as_tooltip(qtbot, settings):
                "lora.train_text_encoder": form.text_encoder_check,
                "sample.prompts": form.prompts_edit, "sample.every": form.sample_every_spin,
                "output.path": form.output_edit, "output.name": form.name_edit,
-               "output.format": form.format_combo, "model.base": form.base_edit}
+               "output.format": form.format_combo, "model.base": form.base_label}
     for key, widget in widgets.items():
         assert help_text[key] in widget.toolTip(), key
 

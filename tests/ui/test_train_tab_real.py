@@ -37,7 +37,7 @@ def configure(tab: TrainTab, base: Path, out: Path, steps: int, every: int,
               sample_steps: int = 2) -> None:
     tab.set_dataset(SAMPLE_DATASET, "zqstar")
     form = tab.form
-    form.base_edit.setText(str(base))
+    tab.set_base_model(str(base), base.name)
     form.steps_spin.setValue(steps)
     form.resolution_spin.setValue(32)
     form.rank_spin.setValue(4)

@@ -36,6 +36,9 @@ from lora_studio.core.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("sd1", "sd2", "sd2-v", "sdxl")
+# what people call each architecture (the model picker and status bar show it)
+ARCH_DISPLAY = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v-prediction)",
+                "sdxl": "SDXL"}
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 _UNSUPPORTED_KINDS = {

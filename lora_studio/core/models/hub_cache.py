@@ -99,3 +99,22 @@ def resolve_cached_repo(repo_id: str, revision: str | None = None) -> tuple[str,
         + (f" and holds {len(checkpoints)} checkpoint files." if checkpoints else "."),
         "Point LoRA Studio to the checkpoint file you want inside that folder.",
     )
+
+
+def list_cached_models() -> list[str]:
+    """Repo ids in the local hub cache whose `main` snapshot holds a base model: a diffusers
+    folder (model_index.json) or a single .safetensors checkpoint. Sorted; reads folders only."""
+    cache = hub_cache_dir()
+    if not cache.is_dir():
+        return []
+    found = []
+    for repo in cache.glob("models--*--*"):
+        ref = repo / "refs" / "main"
+        try:
+            snapshot = repo / "snapshots" / ref.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if (snapshot / "model_index.json").is_file() or \
+                len(list(snapshot.glob("*.safetensors"))) == 1:
+            found.append(repo.name.removeprefix("models--").replace("--", "/", 1))
+    return sorted(found, key=str.lower)

@@ -1,18 +1,387 @@
-"""Mix tab: stack LoRAs on strength sliders (placeholder until the generate session lands)."""
+"""Mix tab: the LoRA library, the stack on strength sliders, a live preview, and exports.
+
+Left: the library (`LoraLibrary`: files trained here, files and folders added or dropped, each
+with its architecture, rank, alpha and trigger words; files that cannot be used say why).
+Middle: the stack, one `LoraStackRow` per LoRA (on/off, strength -2..2 in 0.05 steps, remove),
+bound to the window's `SessionModel` — the Generate tab renders with the same stack — plus
+"Copy prompt tags" (`<lora:name:weight>` for A1111 / ComfyUI) and "Save merged LoRA" (the exact
+merge of `core.lora.merge`). Right: the live preview (`LivePreview`: debounced, stale renders
+dropped) of a fixed seed.
+
+Exports and merges run in a background thread (`TaskPool`) and write atomically; the result
+(or the reason it failed) shows in the status line and arrives as `exported(Path)` /
+`export_failed(str)`.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QWidget
+import json
+from pathlib import Path
 
-from lora_studio.ui.widgets.coming_soon import ComingSoonPanel
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lora_studio.ui.live_preview import LivePreview
+from lora_studio.ui.lora_library import LORA_SUFFIX, LoraLibrary
+from lora_studio.ui.session_model import LoraEntry, SessionModel
+from lora_studio.ui.widgets.drop_zone import local_paths
+from lora_studio.ui.widgets.gallery import ImageView
+from lora_studio.ui.widgets.lora_library_panel import LoraLibraryPanel
+from lora_studio.ui.widgets.lora_stack_row import LoraStackRow
+from lora_studio.ui.widgets.preview_strip import to_pixmap
+from lora_studio.ui.workers import TaskPool
+
+KEY_STACK = "mix/stack"
+KEY_PREVIEW_ON = "mix/live_preview"
+KEY_PREVIEW_PROMPT = "mix/preview_prompt"
+LAYOUT_FILTERS = {
+    "kohya": "kohya layout — A1111, ComfyUI, Forge (*.safetensors)",
+    "diffusers": "diffusers / PEFT layout (*.safetensors)",
+}
+STACK_HINT = "Nothing stacked. Select a LoRA in the library and press “Add to stack”."
 
 
-class MixTab(ComingSoonPanel):
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(
-            "Mix LoRAs",
-            "List the LoRAs you trained or downloaded, stack them on a base model with one "
-            "strength slider each, and export the mix as a merged .safetensors file.",
-            "Meanwhile, inspect a LoRA from the command line:  lora-studio --help",
-            parent)
+def prompt_tags(stack: tuple[LoraEntry, ...]) -> str:
+    """A1111 / ComfyUI prompt tags for the switched-on LoRAs: `<lora:file stem:weight>`."""
+    return " ".join(f"<lora:{e.path.stem}:{e.weight:g}>" for e in stack if e.enabled)
+
+
+class MixTab(QWidget):
+    exported = Signal(object)  # Path of a file written by an export or a merge
+    export_failed = Signal(str)
+
+    def __init__(self, model: SessionModel, library: LoraLibrary,
+                 settings: QSettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.setObjectName("MixTab")
+        self.setAcceptDrops(True)
+        self.model = model
+        self.library = library
+        self._settings = settings
+        self._pool = TaskPool(max_threads=1, parent=self)
+        self._rows: dict[Path, LoraStackRow] = {}
+        self.preview = LivePreview(model, parent=self)
+        self._build()
+        model.stack_changed.connect(self._sync_rows)
+        model.problems_changed.connect(self._show_problems)
+        model.stack_changed.connect(self._update_preview_prompt)
+        self.preview.image_ready.connect(lambda image: self.preview_view.set_pixmap(
+            to_pixmap(image)))
+        self.preview.status.connect(self.preview_status.setText)
+        library.changed.connect(self._sync_rows)
+        self._sync_rows()
+        self._restore()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.library_panel = LoraLibraryPanel(self.library)
+        self.library_panel.add_requested.connect(self.add_to_stack)
+        self.library_panel.add_files_button.clicked.connect(self._add_files_dialog)
+        self.library_panel.add_folder_button.clicked.connect(self._add_folder_dialog)
+        self.library_panel.rescan_button.clicked.connect(self.library.rescan)
+        self.library_panel.export_button.clicked.connect(self._export_dialog)
+        self.library_panel.remove_button.clicked.connect(self._remove_selected)
+        library_box = QGroupBox("Library")
+        QVBoxLayout(library_box).addWidget(self.library_panel)
+
+        self.rows_holder = QWidget()
+        self.rows_layout = QVBoxLayout(self.rows_holder)
+        self.rows_layout.setContentsMargins(0, 0, 0, 0)
+        self.rows_layout.setSpacing(6)
+        self.stack_hint = QLabel(STACK_HINT)
+        self.stack_hint.setObjectName("HintLabel")
+        self.stack_hint.setWordWrap(True)
+        self.rows_layout.addWidget(self.stack_hint)
+        self.rows_layout.addStretch(1)
+        rows_scroll = QScrollArea()
+        rows_scroll.setWidgetResizable(True)
+        rows_scroll.setFrameShape(QScrollArea.NoFrame)
+        rows_scroll.setWidget(self.rows_holder)
+        self.copy_tags_button = QPushButton("Copy prompt tags")
+        self.copy_tags_button.setToolTip("Copy <lora:name:weight> tags of the switched-on LoRAs "
+                                         "for an AUTOMATIC1111 / ComfyUI / Forge prompt")
+        self.copy_tags_button.clicked.connect(self.copy_prompt_tags)
+        self.merge_button = QPushButton("Save merged LoRA…")
+        self.merge_button.setToolTip("Save the switched-on LoRAs at their strengths as ONE "
+                                     ".safetensors LoRA (exact: ranks concatenated)")
+        self.merge_button.clicked.connect(self._merge_dialog)
+        self.stack_status = QLabel("")
+        self.stack_status.setObjectName("HintLabel")
+        self.stack_status.setWordWrap(True)
+        stack_buttons = QVBoxLayout()
+        stack_buttons.addWidget(self.copy_tags_button)
+        stack_buttons.addWidget(self.merge_button)
+        stack_box = QGroupBox("Stack (used by Generate too)")
+        stack_layout = QVBoxLayout(stack_box)
+        stack_layout.addWidget(rows_scroll, 1)
+        stack_layout.addLayout(stack_buttons)
+        stack_layout.addWidget(self.stack_status)
+
+        self.preview_check = QCheckBox("Live preview")
+        self.preview_check.setToolTip("Re-render a small fixed-seed image when the stack changes")
+        self.preview_check.toggled.connect(self._preview_toggled)
+        self.preview_prompt = QLineEdit()
+        self.preview_prompt.setPlaceholderText("Prompt (default: the stack's trigger words)")
+        self.preview_prompt.editingFinished.connect(self._update_preview_prompt)
+        self.preview_view = ImageView("Switch on the live preview to see the stack at work.")
+        self.preview_view.setMinimumSize(200, 200)
+        self.preview_status = QLabel("")
+        self.preview_status.setObjectName("HintLabel")
+        self.preview_status.setWordWrap(True)
+        preview_box = QGroupBox("Preview")
+        preview_layout = QVBoxLayout(preview_box)
+        preview_layout.addWidget(self.preview_check)
+        preview_layout.addWidget(self.preview_prompt)
+        preview_layout.addWidget(self.preview_view, 1)
+        preview_layout.addWidget(self.preview_status)
+
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        for widget in (library_box, stack_box, preview_box):
+            splitter.addWidget(widget)
+        splitter.setSizes([420, 430, 380])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 12, 12, 12)
+        layout.addWidget(splitter)
+
+    # ------------------------------------------------------------------ the stack
+    def add_to_stack(self, path: str | Path, weight: float = 1.0) -> bool:
+        """Stack a library file (added to the library first when it is not there)."""
+        path = Path(path)
+        if self.library.item(path) is None:
+            self.library.add_files([path])
+        item = self.library.item(path)
+        if item is None or item.error is not None:
+            self._say(f"{path.name} cannot be stacked: {item.error if item else 'not a LoRA'}")
+            return False
+        self.model.add_lora(path, weight)
+        return True
+
+    def row(self, path: str | Path) -> LoraStackRow | None:
+        return self._rows.get(Path(path))
+
+    def rows(self) -> list[LoraStackRow]:
+        return [self._rows[e.path] for e in self.model.stack if e.path in self._rows]
+
+    def copy_prompt_tags(self) -> str:
+        text = prompt_tags(self.model.stack)
+        QGuiApplication.clipboard().setText(text)
+        self._say(f"Copied: {text}" if text else "Nothing to copy: no LoRA is switched on.")
+        return text
+
+    def _sync_rows(self) -> None:
+        stack = self.model.stack
+        wanted = {e.path for e in stack}
+        for path in [p for p in self._rows if p not in wanted]:
+            row = self._rows.pop(path)
+            self.rows_layout.removeWidget(row)
+            row.deleteLater()
+        for row in self._rows.values():
+            self.rows_layout.removeWidget(row)  # re-inserted below, in stack order
+        for index, entry in enumerate(stack):
+            row = self._rows.get(entry.path)
+            if row is None:
+                row = LoraStackRow(entry.path, entry.name, entry.weight, entry.enabled)
+                row.weight_changed.connect(self.model.set_weight)
+                row.enabled_changed.connect(self.model.set_enabled)
+                row.remove_requested.connect(self.model.remove_lora)
+                self._rows[entry.path] = row
+            elif (row.weight, row.enabled_box.isChecked()) != (entry.weight, entry.enabled):
+                row.set_values(entry.weight, entry.enabled)
+            item = self.library.item(entry.path)
+            row.detail_label.setText(item.summary().split(" · ")[0] if item and item.usable
+                                     else "")
+            self.rows_layout.insertWidget(index, row)
+        self.stack_hint.setVisible(not stack)
+        self.copy_tags_button.setEnabled(bool(stack))
+        self.merge_button.setEnabled(any(e.enabled for e in stack))
+        self._show_problems()
+        self._save_stack()
+
+    def _show_problems(self) -> None:
+        for path, row in self._rows.items():
+            row.set_problem(self.model.problem(path))
+
+    # ------------------------------------------------------------------ exports
+    def export_lora(self, source: str | Path, target: str | Path, layout: str = "kohya") -> None:
+        """Write `source` to `target` in `layout` (in the background)."""
+        from lora_studio.core.lora.convert import convert_lora
+
+        source, target = Path(source), _with_suffix(target)
+        self._say(f"Exporting {source.name}…")
+        self._run(lambda: convert_lora(source, target, layout=layout),
+                  f"Exported {source.name} as {target} ({layout} layout).")
+
+    def save_merged(self, target: str | Path, layout: str = "kohya") -> bool:
+        """Merge the switched-on LoRAs at their strengths into `target` (in the background)."""
+        items = [(e.path, e.weight) for e in self.model.stack if e.enabled]
+        if not items:
+            self._say("Nothing to merge: switch on at least one LoRA.")
+            return False
+        target = _with_suffix(target)
+
+        def merge() -> Path:
+            from lora_studio.core.lora.formats import write_lora
+            from lora_studio.core.lora.merge import merge_loras
+
+            result = merge_loras(items, title=target.stem)
+            return write_lora(result.lora, target, layout=layout)
+
+        self._say(f"Merging {len(items)} LoRAs…")
+        self._run(merge, f"Saved the merge of {len(items)} LoRAs as {target} ({layout} layout). "
+                         "It is in the library.")
+        return True
+
+    def wait(self, timeout_ms: int = 60_000) -> bool:
+        return self._pool.wait(timeout_ms)
+
+    def _run(self, fn, done_text: str) -> None:
+        def done(path: Path) -> None:
+            self._say(done_text)
+            self.library.add_files([path]) or self.library.reread(path)
+            self.exported.emit(Path(path))
+
+        def failed(exc: BaseException) -> None:
+            from lora_studio.core.errors import StudioError
+
+            text = exc.user_message() if isinstance(exc, StudioError) else \
+                f"{type(exc).__name__}: {exc}"
+            self._say(f"Not saved: {text}")
+            self.export_failed.emit(text)
+
+        self._pool.submit(fn, done, failed)
+
+    # ------------------------------------------------------------------ preview
+    def _preview_toggled(self, on: bool) -> None:
+        self._update_preview_prompt()
+        self.preview.set_enabled(on)
+        if self._settings is not None:
+            self._settings.setValue(KEY_PREVIEW_ON, on)
+        if not on:
+            self.preview_status.setText("")
+
+    def _update_preview_prompt(self) -> None:
+        text = self.preview_prompt.text().strip()
+        if self._settings is not None:
+            self._settings.setValue(KEY_PREVIEW_PROMPT, text)
+        if not text:
+            words = []
+            for entry in self.model.stack:
+                item = self.library.item(entry.path)
+                if entry.enabled and item is not None:
+                    words += [w for w in item.trigger_words[:1] if w not in words]
+            text = ", ".join(words)
+        self.preview.set_prompt(text)
+
+    # ------------------------------------------------------------------ settings
+    def _save_stack(self) -> None:
+        if self._settings is not None:
+            self._settings.setValue(KEY_STACK, json.dumps(
+                [[str(e.path), e.weight, e.enabled] for e in self.model.stack]))
+
+    def _restore(self) -> None:
+        settings = self._settings
+        if settings is None:
+            return
+        self.preview_prompt.setText(str(settings.value(KEY_PREVIEW_PROMPT, "") or ""))
+        try:
+            saved = json.loads(str(settings.value(KEY_STACK, "[]") or "[]"))
+            entries = [LoraEntry(Path(p), Path(p).stem, float(w), bool(on)) for p, w, on in saved
+                       if Path(p).is_file()]
+        except (ValueError, TypeError):
+            entries = []
+        if entries:
+            self.library.add_files(e.path for e in entries)
+            self.model.set_stack(entries)
+        self.preview_check.setChecked(str(settings.value(KEY_PREVIEW_ON, "false")).lower()
+                                      == "true")
+
+    # ------------------------------------------------------------------ dialogs
+    def _say(self, text: str) -> None:
+        self.stack_status.setText(text)
+
+    def _add_files_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add LoRA files", "",
+                                                f"LoRA files (*{LORA_SUFFIX})")
+        self.library.add_files(paths)
+
+    def _add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of LoRAs")
+        if folder:
+            self.library.add_folder(folder)
+
+    def _remove_selected(self) -> None:
+        item = self.library_panel.selected()
+        if item is not None:
+            self.model.remove_lora(item.path)
+            self.library.remove(item.path)
+
+    def _ask_target(self, title: str, name: str) -> tuple[Path | None, str]:
+        path, chosen = QFileDialog.getSaveFileName(
+            self, title, str(Path.home() / f"{name}{LORA_SUFFIX}"),
+            ";;".join(LAYOUT_FILTERS.values()))
+        layout = next((k for k, v in LAYOUT_FILTERS.items() if v == chosen), "kohya")
+        return (Path(path) if path else None), layout
+
+    def _export_dialog(self) -> None:
+        item = self.library_panel.selected()
+        if item is None:
+            return
+        target, layout = self._ask_target(f"Export {item.name}", item.name)
+        if target is not None:
+            self.export_lora(item.path, target, layout)
+
+    def _merge_dialog(self) -> None:
+        names = "_".join(e.path.stem for e in self.model.stack if e.enabled)[:60] or "merged"
+        target, layout = self._ask_target("Save the stack as one merged LoRA", f"{names}_merged")
+        if target is not None:
+            self.save_merged(target, layout)
+
+    # ------------------------------------------------------------------ drag and drop
+    @staticmethod
+    def accepts_drop(paths: list[Path]) -> bool:
+        """LoRA files, or folders holding some (a folder of images is a dataset instead)."""
+        return any(p.suffix.lower() == LORA_SUFFIX and p.is_file()
+                   or p.is_dir() and next(p.rglob(f"*{LORA_SUFFIX}"), None) is not None
+                   for p in paths)
+
+    def drop_paths(self, paths: list[Path]) -> int:
+        count = self.library.add_paths(paths)
+        self._say(f"Added {count} LoRA file(s) to the library." if count else
+                  "No new LoRA files there (.safetensors).")
+        return count
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's API
+        if self.accepts_drop(local_paths(event.mimeData())):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's API
+        paths = local_paths(event.mimeData())
+        if self.accepts_drop(paths):
+            self.drop_paths(paths)
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def shutdown(self) -> None:
+        self._pool.shutdown()
+
+
+def _with_suffix(target: str | Path) -> Path:
+    target = Path(target)
+    return target if target.suffix.lower() == LORA_SUFFIX else target.with_name(
+        target.name + LORA_SUFFIX)

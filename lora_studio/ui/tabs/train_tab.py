@@ -7,9 +7,12 @@ i.e. in the worker thread (it imports torch). The tab reads the job only through
 JobRunner carries and steers it only through the runner (cancel). The loss curve redraws on a
 timer (`LossPlot`), never once per event, so a fast run cannot flood the GUI thread.
 
+The base model is the window's shared choice (`set_base_model`); a loaded preset that names one
+asks for it with `base_model_requested`.
+
 Signals:
-  base_model_changed(str)  a short label of the base model (the status bar shows it)
-  lora_trained(Path)       a run finished; the argument is the saved LoRA file (for the Mix tab)
+  base_model_requested(str)  a preset named this base model (the window's picker switches to it)
+  lora_trained(Path)         a run finished; the argument is the saved LoRA file (for the Mix tab)
 """
 
 from __future__ import annotations
@@ -39,17 +42,16 @@ from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
 from lora_studio.ui.widgets.error_dialog import show_error
-from lora_studio.ui.widgets.train_form import TINY_MODEL_LABEL, TrainForm
+from lora_studio.ui.widgets.train_form import TrainForm
 from lora_studio.ui.widgets.train_run_view import TrainRunView, format_eta
 from lora_studio.ui.workers import Job, JobRunner
 
 JOB_NAME = "training"
-KEY_BASE = "train/base_model"
 KEY_NAME = "train/name"
 KEY_LAST_CONFIG = "train/last_config"  # the TOML of the last run started (without its dataset)
 PLACEHOLDER_PATH = "<set when training starts>"
 
-__all__ = ["TrainTab", "training_job", "format_eta", "read_preset", "TINY_MODEL_LABEL"]
+__all__ = ["TrainTab", "training_job", "format_eta", "read_preset"]
 
 
 def training_job(config: TrainConfig) -> Job:
@@ -88,7 +90,7 @@ def validate_settings(cfg: TrainConfig) -> None:
 
 
 class TrainTab(QWidget):
-    base_model_changed = Signal(str)
+    base_model_requested = Signal(str)
     lora_trained = Signal(Path)
 
     def __init__(self, runner: JobRunner, settings: QSettings,
@@ -115,7 +117,6 @@ class TrainTab(QWidget):
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         self.form = TrainForm()
-        self.form.base_edit.editingFinished.connect(self._on_base_edited)
         self.dataset_label = self.form.dataset_label
         self.load_preset_action = QAction("Load preset…", self)
         self.load_preset_action.setToolTip("Load settings from a TOML preset or a config saved "
@@ -192,9 +193,6 @@ class TrainTab(QWidget):
                 self.form.set_config(cfg)
             except (tomllib.TOMLDecodeError, StudioError):
                 pass  # settings from another version: start from the defaults
-        base = str(self._settings.value(KEY_BASE, "") or "")
-        if base:
-            self.form.base_edit.setText(base)
         name = str(self._settings.value(KEY_NAME, "") or "")
         if name:
             self.form.name_edit.setText(name)
@@ -219,12 +217,9 @@ class TrainTab(QWidget):
         self.form.set_dataset(path, default_caption)
         self._update_buttons()
 
-    def base_model_label(self) -> str:
-        return self.form.base_model_label()
-
-    @property
-    def base_edit(self):  # the base model field (the window's status bar follows it)
-        return self.form.base_edit
+    def set_base_model(self, spec: str | None, label: str) -> None:
+        """Train on `spec` (the window's base model; None = the built-in tiny model)."""
+        self.form.set_base_model(spec, label)
 
     def build_config(self) -> TrainConfig:
         """The validated TrainConfig the form describes; ConfigError names a bad key."""
@@ -285,9 +280,11 @@ class TrainTab(QWidget):
         cfg = read_preset(path)
         if self.form.dataset_path:
             cfg.dataset.path = ""  # the form keeps its dataset
+        base = cfg.model.base
         self.form.set_config(cfg)
         self._update_buttons()
-        self.base_model_changed.emit(self.base_model_label())
+        if base and base != "tiny":
+            self.base_model_requested.emit(base)
         return cfg
 
     # ------------------------------------------------------------------ events
@@ -323,7 +320,6 @@ class TrainTab(QWidget):
         from lora_studio.core.train.config import config_to_toml
 
         self._settings.setValue(KEY_NAME, config.output.name)
-        self._settings.setValue(KEY_BASE, config.model.base)
         saved = copy.deepcopy(config)
         saved.dataset.path = ""
         if not self.form.output_edit.text().strip():
@@ -337,10 +333,6 @@ class TrainTab(QWidget):
         self.start_button.setEnabled(not running and has_data)
         self.cancel_button.setEnabled(running and self._ours and not self._cancelling)
         self.load_preset_action.setEnabled(not (running and self._ours))
-
-    def _on_base_edited(self) -> None:
-        self._settings.setValue(KEY_BASE, self.form.base_edit.text().strip())
-        self.base_model_changed.emit(self.base_model_label())
 
     def _load_preset_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a training preset",

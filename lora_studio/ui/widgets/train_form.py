@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lora_studio.ui.base_model import TINY_MODEL_LABEL
 from lora_studio.core.errors import ConfigError
 from lora_studio.core.paths import resources_dir, user_data_dir
 from lora_studio.core.train.config import (
@@ -47,7 +48,6 @@ from lora_studio.core.train.config import (
 )
 
 QUICKSTART = "quickstart.toml"
-TINY_MODEL_LABEL = "Built-in tiny model"
 NO_DATASET = "Open a dataset in the Dataset tab first."
 
 # The name each key has on screen (for error messages: "Learning rate (train.learning_rate)").
@@ -114,10 +114,11 @@ class TrainForm(QWidget):
     def _build(self) -> None:
         self.dataset_label = QLabel(NO_DATASET)
         self.dataset_label.setWordWrap(True)
-        self.base_edit = QLineEdit()
-        self.base_edit.setPlaceholderText(TINY_MODEL_LABEL)
-        self.base_browse = QPushButton("Browse…")
-        self.base_browse.clicked.connect(self._browse_base)
+        # The base model is the window's shared choice (the picker at the top right).
+        self.base_label = QLabel(TINY_MODEL_LABEL)
+        self.base_label.setWordWrap(True)
+        self.base_label.setTextFormat(Qt.RichText)
+        self._base_spec = ""
 
         self.rank_spin = _spin(1, 1024)
         self.alpha_spin = QDoubleSpinBox()
@@ -158,7 +159,7 @@ class TrainForm(QWidget):
 
         data = self._group("Model and data", [
             ("Dataset", "dataset.path", self.dataset_label),
-            ("Base model", "model.base", _row(self.base_edit, self.base_browse)),
+            ("Base model", "model.base", self.base_label),
         ])
         lora = self._group("LoRA", [
             ("Rank", "lora.rank", _pair(self.rank_spin, "Alpha", self.alpha_spin,
@@ -187,7 +188,7 @@ class TrainForm(QWidget):
         ])
         self._widgets.update({
             "lora.alpha": self.alpha_spin, "train.batch_size": self.batch_spin,
-            "sample.steps": self.sample_steps_spin, "model.base": self.base_edit,
+            "sample.steps": self.sample_steps_spin, "model.base": self.base_label,
             "output.path": self.output_edit, "lora.rank": self.rank_spin,
             "train.steps": self.steps_spin, "sample.every": self.sample_every_spin,
             "lora.targets": self.targets_combo, "lora.train_text_encoder":
@@ -229,7 +230,6 @@ class TrainForm(QWidget):
         """Show `cfg` (it becomes the base whose other keys `to_config` keeps). A config without
         a dataset path keeps the dataset the form has."""
         self._base = copy.deepcopy(cfg)
-        self.base_edit.setText("" if cfg.model.base in ("", "tiny") else cfg.model.base)
         self.rank_spin.setValue(cfg.lora.rank)
         self.alpha_spin.setValue(cfg.lora.alpha)
         _select(self.targets_combo, cfg.lora.targets)
@@ -261,7 +261,7 @@ class TrainForm(QWidget):
         cfg.dataset.path = self._dataset_path
         if self._dataset_path:
             cfg.dataset.default_caption, cfg.dataset.trigger_word = self._dataset_captions
-        cfg.model.base = self.base_edit.text().strip()
+        cfg.model.base = self._base_spec
         cfg.lora.rank = self.rank_spin.value()
         cfg.lora.alpha = float(self.alpha_spin.value())
         cfg.lora.targets = self.targets_combo.currentData()
@@ -338,9 +338,16 @@ class TrainForm(QWidget):
         if widget is not None and widget.isEnabled():
             widget.setFocus(Qt.OtherFocusReason)
 
-    def base_model_label(self) -> str:
-        base = self.base_edit.text().strip()
-        return Path(base).name if base and base != "tiny" else TINY_MODEL_LABEL
+    def set_base_model(self, spec: str | None, label: str) -> None:
+        """Show (and train on) the window's base model; `label` is its short name."""
+        self._base_spec = spec or ""
+        self.base_label.setText(f"{label}  <span style='color:#9aa0a6'>(change it at the top "
+                                "right)</span>")
+        self.base_label.setToolTip(spec or "The built-in tiny model")
+
+    @property
+    def base_model(self) -> str:
+        return self._base_spec
 
     def set_editable(self, editable: bool) -> None:
         """Lock the settings while a run uses them."""
@@ -354,13 +361,6 @@ class TrainForm(QWidget):
 
     def _update_output_placeholder(self) -> None:
         self.output_edit.setPlaceholderText(str(default_output_dir(self.name_edit.text().strip())))
-
-    def _browse_base(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a base model checkpoint", "",
-                                              "Checkpoints (*.safetensors);;All files (*)")
-        if path:
-            self.base_edit.setText(path)
-            self.base_edit.editingFinished.emit()
 
     def _browse_output(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the output folder",
