@@ -150,3 +150,16 @@ def test_model_source_passes_through_and_can_be_overridden(tiny_model_dir):
     assert isinstance(source, ModelSource)
     assert resolve_model(source) is source
     assert resolve_model(source, prediction_type="v").prediction_type == "v_prediction"
+
+
+def test_cached_models_are_listed_without_loading_them(tiny_model_dir, tmp_path, monkeypatch):
+    from lora_studio.core.models.hub_cache import list_cached_models
+
+    _fake_hub_cache(tmp_path, "b-org/tiny-sd", tiny_model_dir)
+    _fake_hub_cache(tmp_path, "A-org/other", tiny_model_dir)
+    (tmp_path / "models--org--no-snapshot" / "refs").mkdir(parents=True)  # an aborted download
+    (tmp_path / "datasets--org--data").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert list_cached_models() == ["A-org/other", "b-org/tiny-sd"]
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "nowhere"))
+    assert list_cached_models() == []

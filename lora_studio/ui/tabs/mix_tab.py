@@ -83,6 +83,7 @@ class MixTab(QWidget):
         library.changed.connect(self._sync_rows)
         self._sync_rows()
         self._restore()
+        model.stack_changed.connect(self._save_stack)  # after the restore: it would clear it
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -208,7 +209,6 @@ class MixTab(QWidget):
         self.copy_tags_button.setEnabled(bool(stack))
         self.merge_button.setEnabled(any(e.enabled for e in stack))
         self._show_problems()
-        self._save_stack()
 
     def _show_problems(self) -> None:
         for path, row in self._rows.items():
