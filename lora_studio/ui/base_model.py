@@ -108,6 +108,7 @@ class BaseModelChoice(QObject):
         if spec == self._spec and self._description:
             return
         self._spec = spec
+        self._description = ""  # until `described` says what the new one is
         if self._settings is not None:
             self._settings.setValue(KEY_BASE, spec or "")
             if spec is not None:

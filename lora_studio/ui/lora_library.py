@@ -53,13 +53,17 @@ class LibraryItem:
 
     @property
     def trigger_words(self) -> list[str]:
-        """The trigger phrase stored in the file, else its most frequent training tags."""
+        """The trigger phrase stored in the file, else the tags in most of its training captions."""
         if self.info is None:
             return []
         phrase = (self.info.metadata.get("modelspec.trigger_phrase") or "").strip()
         if phrase:
             return [p.strip() for p in phrase.split(",") if p.strip()]
-        return [tag for tag, _ in self.info.top_tags[:3]]
+        # kohya's tag counts: the trigger word is in (nearly) every caption, a description in few
+        tags = self.info.top_tags
+        most = tags[0][1] if tags else 0
+        return [tag for tag, count in tags if count >= max(2, most / 2)
+                and len(tag.split()) <= 4][:3]
 
     def summary(self) -> str:
         """One line: "SD 1.x · rank 8 · alpha 8 · 64 modules" (or the problem)."""

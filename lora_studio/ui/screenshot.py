@@ -1,9 +1,10 @@
 """Screenshots of every tab for the docs: `python -m lora_studio.ui.screenshot [OUT_DIR]`.
 
 Opens the window offscreen with its own throw-away settings, loads a dataset (the shipped
-sample by default), waits for the thumbnails, trains a short real LoRA on the built-in tiny model
-in the Train tab (so its picture shows a real run), renders a few images with it in the Generate
-tab, and saves one PNG per tab.
+sample by default), waits for the thumbnails, trains two short real LoRAs on the built-in tiny
+model in the Train tab (so its picture shows a real run), stacks both on the Mix tab's sliders
+with the live preview on, renders a few images with the stack in the Generate tab, and saves one
+PNG per tab.
 """
 
 from __future__ import annotations
@@ -30,30 +31,48 @@ def _wait_until(app, condition, timeout_s: float = 20.0) -> bool:
     return True
 
 
-def _real_training(app, window, work_dir: Path, timeout_s: float = 240.0) -> bool:
+def _real_training(app, window, work_dir: Path, name: str = "zqstar",
+                   steps: int = SCREENSHOT_STEPS, rank: int = 8,
+                   timeout_s: float = 240.0) -> bool:
     """Train a short real LoRA on the built-in tiny model from the Train tab (as a person would:
     the form, then Start), so its screenshot shows a real loss curve, real previews and the
     saved file. About 10-30 s on a 2-core CPU. Returns whether the run finished."""
     tab = window.train_tab
     form = tab.form
     window.model_picker.choose(None)  # the built-in tiny model
-    form.steps_spin.setValue(SCREENSHOT_STEPS)
+    form.steps_spin.setValue(steps)
+    form.rank_spin.setValue(rank)
     form.sample_every_spin.setValue(SCREENSHOT_SAMPLE_EVERY)
     form.sample_steps_spin.setValue(6)
-    form.name_edit.setText("zqstar")
-    form.output_edit.setText(str(work_dir / "loras" / "zqstar"))
+    form.name_edit.setText(name)
+    form.output_edit.setText(str(work_dir / "loras" / name))
     if not tab.start_training():
         return False
     return _wait_until(app, lambda: not window.runner.is_running, timeout_s)
 
 
+def _real_mix(app, window, loras: list[Path], timeout_s: float = 120.0) -> bool:
+    """Stack the trained LoRAs on the Mix tab (0.8 and 0.6) with the live preview on."""
+    tab = window.mix_tab
+    library = window.library
+    _wait_until(app, lambda: all(library.item(p) is not None and not library.item(p).loading
+                                 for p in loras), 30.0)
+    for path, weight in zip(loras, (0.8, 0.6, 0.4)):
+        tab.add_to_stack(path)
+        row = tab.row(path)
+        if row is not None:
+            row.spin.setValue(weight)
+    if loras:
+        tab.library_panel.select(loras[0])
+    tab.preview_check.setChecked(True)
+    return _wait_until(app, lambda: tab.preview.renders_shown > 0 and not tab.preview.pending
+                       and not window.runner.is_running, timeout_s)
+
+
 def _real_generation(app, window, work_dir: Path, timeout_s: float = 120.0) -> bool:
-    """Render 4 real images on the built-in tiny model from the Generate tab, with the LoRA
-    just trained in the stack, so its screenshot shows real results in the gallery."""
+    """Render 4 real images on the built-in tiny model from the Generate tab, with the LoRAs
+    just stacked on the Mix tab, so its screenshot shows real results in the gallery."""
     tab = window.generate_tab
-    lora = getattr(window.train_tab, "trained_lora", None)
-    if lora is not None and Path(lora).is_file():
-        window.session_model.add_lora(lora, weight=0.8)
     tab.set_output_dir(work_dir / "outputs")
     form = tab.form
     form.prompt_edit.setPlainText("zqstar, a glowing star over calm water, night sky")
@@ -86,6 +105,9 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     dataset = Path(dataset_dir) if dataset_dir else resources_dir() / "sample_dataset"
     with tempfile.TemporaryDirectory() as tmp:
+        # a throw-away user data folder too: the Mix library shows only what is made here
+        home_before = os.environ.get("LORA_STUDIO_HOME")
+        os.environ["LORA_STUDIO_HOME"] = str(Path(tmp) / "home")
         settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.IniFormat)
         window = MainWindow(settings, restore_dataset=False, probe_device=False)
         window.status.set_device("CPU")
@@ -97,7 +119,12 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
                     and tab.model.thumbnails_loaded() == tab.model.rowCount())
         if tab.model.rowCount() > 1:
             tab.select_row(1)
-        _real_training(app, window, Path(tmp))
+        trained = []
+        for name, steps, rank in (("zqstar_soft", 16, 4), ("zqstar", SCREENSHOT_STEPS, 8)):
+            if _real_training(app, window, Path(tmp), name, steps, rank) and \
+                    window.train_tab.trained_lora is not None:
+                trained.append(window.train_tab.trained_lora)
+        _real_mix(app, window, trained[::-1])
         _real_generation(app, window, Path(tmp))
         paths = []
         for index in range(window.tabs.count()):
@@ -108,6 +135,10 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
             paths.append(path)
         window.close()
         window.deleteLater()
+        if home_before is None:
+            os.environ.pop("LORA_STUDIO_HOME", None)
+        else:
+            os.environ["LORA_STUDIO_HOME"] = home_before
     return paths
 
 

@@ -245,3 +245,24 @@ def test_a_failing_render_shows_the_error_dialog(tab, qtbot):
     assert tab.generate_button.isEnabled() and tab.gallery.count() == 0
     for dialog in dialogs:
         dialog.close()
+
+
+def test_the_settings_of_the_last_render_come_back_next_time(tab, qtbot, settings):
+    fill(tab, qtbot, "a blue moon over hills", seed="77", steps=2)
+    tab.form.negative_edit.setPlainText("lowres")
+    tab.form.cfg_spin.setValue(4.5)
+    tab.form.count_spin.setValue(2)
+    tab.form.schedule_combo.setCurrentText("Karras")
+    assert isinstance(generate(tab, qtbot), ev.Finished)
+    settings.sync()
+    again = GenerateTab(SessionModel(JobRunner()), type(settings)(settings.fileName(),
+                                                                  settings.format()))
+    qtbot.addWidget(again)
+    form = again.form
+    assert form.prompt_edit.toPlainText() == "a blue moon over hills"
+    assert form.negative_edit.toPlainText() == "lowres"
+    assert (form.steps_spin.value(), form.cfg_spin.value(), form.seed_edit.text()) == (
+        2, 4.5, "77")
+    assert (form.sampler_combo.currentText(), form.schedule_combo.currentText()) == (
+        "DPM++ 2M", "Karras")
+    assert (form.width_spin.value(), form.count_spin.value()) == (64, 2)

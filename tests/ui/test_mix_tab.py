@@ -288,3 +288,17 @@ def test_the_stack_and_preview_settings_come_back(make_window, window, qtbot, lo
         ("zqstar", 1.0, False), ("inkwash", 0.65, True)]
     assert again.mix_tab.preview_prompt.text() == "zqstar, red"
     assert [r.weight for r in again.mix_tab.rows()] == [1.0, 0.65]
+
+
+def test_trigger_words_fall_back_to_the_tags_of_most_captions():
+    from types import SimpleNamespace
+
+    from lora_studio.ui.lora_library import LibraryItem
+
+    tags = [("zqstar", 12), ("a large purple star on a gray background", 1), ("sks", 7),
+            ("red", 2)]
+    item = LibraryItem(Path("x.safetensors"), SimpleNamespace(metadata={}, top_tags=tags))
+    assert item.trigger_words == ["zqstar", "sks"]  # in most captions, short: trigger words
+    with_phrase = LibraryItem(Path("x.safetensors"), SimpleNamespace(
+        metadata={"modelspec.trigger_phrase": "zq style, ink"}, top_tags=tags))
+    assert with_phrase.trigger_words == ["zq style", "ink"]

@@ -13,6 +13,7 @@ chunk. Dropping a PNG made by A1111 or by the studio on the tab fills the fields
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from lora_studio.ui.widgets.generate_form import GenerateForm
 from lora_studio.ui.widgets.preview_strip import to_pixmap
 
 KEY_OUTPUT = "generate/output_dir"
+KEY_LAST = "generate/last_settings"  # the form as of the last Generate (JSON)
 PARAMETER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIEW_HINT = ("Write a prompt and press Generate (Ctrl+Enter).\nEach step's preview appears "
              "here, then the image.\n\nDrop a PNG made by AUTOMATIC1111 or LoRA Studio here "
@@ -82,6 +84,7 @@ class GenerateTab(QWidget):
         model.runner.finished.connect(lambda _t: self._update_buttons())
         if settings is not None:
             self.output_edit.setText(str(settings.value(KEY_OUTPUT, "") or ""))
+            self._restore_form(settings)
         self._show_stack()
         self._update_buttons()
 
@@ -205,6 +208,8 @@ class GenerateTab(QWidget):
         first = self.model.session is None
         if not self.model.generate(request):
             return False
+        if self._settings is not None:
+            self._settings.setValue(KEY_LAST, json.dumps(self.form.settings_dict()))
         self.gallery.begin_run()
         self._set_status("Loading the model…" if first else "Starting…")
         self.form.set_editable(False)
@@ -341,6 +346,14 @@ class GenerateTab(QWidget):
 
     def _set_status(self, text: str) -> None:
         self.status_label.setText(text)
+
+    def _restore_form(self, settings: QSettings) -> None:
+        try:
+            saved = json.loads(str(settings.value(KEY_LAST, "") or "{}"))
+        except ValueError:
+            return  # unreadable: the defaults
+        if isinstance(saved, dict):
+            self.form.apply_parameters(saved)
 
     def _remember_output(self) -> None:
         if self._settings is not None:

@@ -100,9 +100,12 @@ class BaseModelPicker(QWidget):
             if index >= 0:
                 self.combo.setCurrentIndex(index)
             self.combo.setEditText(text)
-        self.arch_label.setText("…")
-        self.arch_label.setToolTip("Reading the model's configuration…")
-        self.arch_label.setProperty("problem", False)
+        if self.choice.description:
+            self._show_description(self.choice.description, self.choice.ok)
+        else:
+            self.arch_label.setText("…")
+            self.arch_label.setToolTip("Reading the model's configuration…")
+            self.arch_label.setStyleSheet("")
 
     def _show_description(self, text: str, ok: bool) -> None:
         if ok:

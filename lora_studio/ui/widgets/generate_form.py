@@ -140,8 +140,15 @@ class GenerateForm(QWidget):
         grid.addRow("Batch count", _row(self.count_spin, stretch_first=False))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.prompt_edit)
-        layout.addWidget(self.negative_edit)
+        layout.setSpacing(4)
+        for caption, edit in (("Prompt", self.prompt_edit),
+                              ("Negative prompt", self.negative_edit)):
+            label = QLabel(caption)
+            label.setObjectName("FieldCaption")
+            label.setBuddy(edit)
+            layout.addWidget(label)
+            layout.addWidget(edit)
+        layout.addSpacing(4)
         layout.addLayout(grid)
         for signal in (self.prompt_edit.textChanged, self.negative_edit.textChanged,
                        self.seed_edit.textChanged, self.sampler_combo.currentTextChanged,
@@ -191,6 +198,18 @@ class GenerateForm(QWidget):
             out_dir=out_dir,
         )
 
+    def settings_dict(self) -> dict[str, Any]:
+        """The fields as `apply_parameters` takes them (kept between runs of the app)."""
+        seed = self.seed_edit.text().strip()
+        return {"prompt": self.prompt_edit.toPlainText(),
+                "negative_prompt": self.negative_edit.toPlainText(),
+                "steps": self.steps_spin.value(), "cfg": round(self.cfg_spin.value(), 2),
+                "seed": int(seed) if seed.lstrip("-").isdigit() else -1,
+                "width": self.width_spin.value(), "height": self.height_spin.value(),
+                "sampler": self.sampler_combo.currentText(),
+                "schedule_type": self.schedule_combo.currentText(),
+                "count": self.count_spin.value()}
+
     def apply_parameters(self, params: dict[str, Any]) -> list[str]:
         """Fill the fields from `pnginfo.parse_parameters` output; fields it lacks stay. Returns
         notes for the user (values that could not be used and what was kept instead)."""
@@ -214,6 +233,8 @@ class GenerateForm(QWidget):
                 spin._snap()
         if params.get("sampler"):
             notes += self._apply_sampler(params["sampler"], params.get("schedule_type"))
+        if isinstance(params.get("count"), int):
+            self.count_spin.setValue(params["count"])
         return notes
 
     def _apply_sampler(self, sampler: str, schedule: str | None) -> list[str]:
