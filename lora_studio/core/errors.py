@@ -22,6 +22,13 @@ class StudioError(Exception):
         return self.user_message()
 
 
+def error_text(exc: BaseException) -> str:
+    """What to show a person for `exc`: what + fix for a StudioError, else its type and text."""
+    if isinstance(exc, StudioError):
+        return exc.user_message()
+    return f"{type(exc).__name__}: {exc}"
+
+
 class ConfigError(StudioError):
     """An invalid or unknown configuration value; `key` names it (e.g. `train.learning_rate`)."""
 

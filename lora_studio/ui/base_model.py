@@ -129,10 +129,9 @@ class BaseModelChoice(QObject):
                 self.described.emit(text, ok)
 
         def failed(exc: BaseException) -> None:
-            from lora_studio.core.errors import StudioError
+            from lora_studio.core.errors import error_text
 
-            text = exc.user_message() if isinstance(exc, StudioError) else \
-                f"{type(exc).__name__}: {exc}"
+            text = error_text(exc)
             done(text, False)
 
         self._pool.submit(lambda: describe_spec(spec), lambda text: done(text, True), failed)

@@ -196,11 +196,10 @@ class LoraLibrary(QObject):
                 self.changed.emit()
 
         def failed(exc: BaseException) -> None:
-            from lora_studio.core.errors import StudioError
+            from lora_studio.core.errors import error_text
 
             if key in self._items:
-                text = exc.user_message() if isinstance(exc, StudioError) else \
-                    f"{type(exc).__name__}: {exc}"
+                text = error_text(exc)
                 self._items[key] = replace(self._items[key], info=None, error=text)
                 self.changed.emit()
 

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QUrl
-from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QDesktopServices, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -39,7 +39,7 @@ from lora_studio.core.errors import StudioError
 from lora_studio.core.fileio import atomic_write_with
 from lora_studio.core.paths import user_data_dir
 from lora_studio.ui.session_model import SessionModel
-from lora_studio.ui.widgets.drop_zone import local_paths
+from lora_studio.ui.widgets.drop_zone import PathDropMixin, local_paths
 from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.gallery import Gallery, GalleryEntry, ImageView
 from lora_studio.ui.widgets.generate_form import GenerateForm
@@ -65,7 +65,7 @@ def parameter_image_in(paths: list[Path]) -> Path | None:
                  and p.suffix.lower() in PARAMETER_IMAGE_SUFFIXES), None)
 
 
-class GenerateTab(QWidget):
+class GenerateTab(PathDropMixin, QWidget):
     def __init__(self, model: SessionModel, settings: QSettings | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -385,20 +385,6 @@ class GenerateTab(QWidget):
     def drop_paths(self, paths: list[Path]) -> bool:
         image = parameter_image_in(paths)
         return image is not None and self.load_parameters_from(image)
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's API
-        if self.accepts_drop(local_paths(event.mimeData())):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's API
-        paths = local_paths(event.mimeData())
-        if self.accepts_drop(paths):
-            self.drop_paths(paths)
-            event.acceptProposedAction()
-        else:
-            event.ignore()
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's API
         if event.type() in (QEvent.DragEnter, QEvent.DragMove, QEvent.Drop):

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 from lora_studio.ui.live_preview import LivePreview
 from lora_studio.ui.lora_library import LORA_SUFFIX, LoraLibrary
 from lora_studio.ui.session_model import LoraEntry, SessionModel
-from lora_studio.ui.widgets.drop_zone import local_paths
+from lora_studio.ui.widgets.drop_zone import PathDropMixin
 from lora_studio.ui.widgets.gallery import ImageView
 from lora_studio.ui.widgets.lora_library_panel import LoraLibraryPanel
 from lora_studio.ui.widgets.lora_stack_row import LoraStackRow
@@ -58,7 +58,7 @@ def prompt_tags(stack: tuple[LoraEntry, ...]) -> str:
     return " ".join(f"<lora:{e.path.stem}:{e.weight:g}>" for e in stack if e.enabled)
 
 
-class MixTab(QWidget):
+class MixTab(PathDropMixin, QWidget):
     exported = Signal(object)  # Path of a file written by an export or a merge
     export_failed = Signal(str)
 
@@ -254,10 +254,9 @@ class MixTab(QWidget):
             self.exported.emit(Path(path))
 
         def failed(exc: BaseException) -> None:
-            from lora_studio.core.errors import StudioError
+            from lora_studio.core.errors import error_text
 
-            text = exc.user_message() if isinstance(exc, StudioError) else \
-                f"{type(exc).__name__}: {exc}"
+            text = error_text(exc)
             self._say(f"Not saved: {text}")
             self.export_failed.emit(text)
 
@@ -362,20 +361,6 @@ class MixTab(QWidget):
         self._say(f"Added {count} LoRA file(s) to the library." if count else
                   "No new LoRA files there (.safetensors).")
         return count
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's API
-        if self.accepts_drop(local_paths(event.mimeData())):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's API
-        paths = local_paths(event.mimeData())
-        if self.accepts_drop(paths):
-            self.drop_paths(paths)
-            event.acceptProposedAction()
-        else:
-            event.ignore()
 
     def shutdown(self) -> None:
         self._pool.shutdown()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
 from lora_studio.core.dataset import IMAGE_EXTENSIONS
@@ -28,6 +28,25 @@ def dataset_folder_for(paths: list[Path]) -> Path | None:
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             return path.parent
     return None
+
+
+class PathDropMixin:
+    """Drag-and-drop for a widget that takes some local files: it defines
+    `accepts_drop(paths) -> bool` and `drop_paths(paths)` (and calls setAcceptDrops(True))."""
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's API
+        if self.accepts_drop(local_paths(event.mimeData())):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's API
+        paths = local_paths(event.mimeData())
+        if self.accepts_drop(paths):
+            self.drop_paths(paths)
+            event.acceptProposedAction()
+        else:
+            event.ignore()
 
 
 class DropHint(QWidget):
