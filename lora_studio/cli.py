@@ -209,8 +209,15 @@ def _run_screenshot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- tiny-shapes
+def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
+    from lora_studio.core.models.tiny_shapes.cli_run import add_parser
+
+    add_parser(sub)
+
+
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_make_tiny_model, _add_dataset, _add_train, _add_inspect, _add_generate,
+_COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect, _add_generate,
              _add_merge, _add_convert, _add_screenshot]
 
 

@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, QSettings, Signal
 
 from lora_studio.ui.workers import TaskPool
 
-TINY_MODEL_LABEL = "Built-in tiny model"
+TINY_MODEL_LABEL = "Tiny Shapes (built-in)"
 KEY_BASE = "model/base"
 KEY_RECENT = "model/recent"
 LEGACY_KEY_BASE = "train/base_model"  # where the Train tab kept it before the shared picker
@@ -51,7 +51,7 @@ def describe_spec(spec: str | None) -> str:
     from lora_studio.core.models.architecture import ARCH_DISPLAY
 
     if spec is None:
-        return ARCH_DISPLAY["sd1"] + " (toy model, random weights)"
+        return ARCH_DISPLAY["sd1"]
     from lora_studio.core.models.loading import resolve_model
 
     source = resolve_model(spec)

@@ -29,6 +29,13 @@ from lora_studio.ui.widgets.status_bar import StudioStatusBar
 from lora_studio.ui.workers import JobRunner, device_probe
 
 TAB_NAMES = ("Dataset", "Train", "Mix", "Generate")
+FIRST_RUN_TOUR = (
+    "<b>Welcome.</b> This is the sample dataset: 12 pictures of a “zqstar” star, a shape the "
+    "built-in <b>Tiny Shapes</b> model has never seen. Tiny Shapes is a toy: it only draws "
+    "simple colored shapes on plain backgrounds, 64×64 — made for learning the workflow (and "
+    "for our tests), on any CPU. Press <b>Start training</b> on the Train tab (a few minutes), "
+    "then try “zqstar, a large red star on a white background” on the Generate tab. For real "
+    "work pick an SD 1.5 / SDXL checkpoint at the top right, and drop your own folder here.")
 KEY_GEOMETRY = "window/geometry"
 KEY_TAB = "window/tab"
 
@@ -68,6 +75,7 @@ class MainWindow(QMainWindow):
 
         self.dataset_tab.status.connect(lambda text: self.status.showMessage(text, 8000))
         self.dataset_tab.report_changed.connect(self.train_tab.set_report)
+        self.dataset_tab.report_changed.connect(self._hide_tour_for_other_folders)
         self.base_model.changed.connect(self._on_base_model)
         self.base_model.described.connect(lambda _text, _ok: self._show_base_model())
         self.train_tab.base_model_requested.connect(self.model_picker.choose)
@@ -92,9 +100,12 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(tab if 0 <= tab < self.tabs.count() else 0)
         self.tabs.currentChanged.connect(lambda i: self.settings.setValue(KEY_TAB, i))
         if restore_dataset:
-            folder = first_dataset_folder(self.settings.value("dataset/last_folder", ""))
+            last = self.settings.value("dataset/last_folder", "")
+            folder = first_dataset_folder(last)
             if folder is not None:
                 self.dataset_tab.load_folder(folder)
+            if not last and folder is not None:
+                self.dataset_tab.show_banner(FIRST_RUN_TOUR)
 
     def save_settings(self) -> None:
         self.settings.setValue(KEY_GEOMETRY, self.saveGeometry())
@@ -128,10 +139,15 @@ class MainWindow(QMainWindow):
         self._show_base_model()
 
     def _show_base_model(self) -> None:
-        arch = self.base_model.description.split(" (toy")[0]
+        arch = self.base_model.description
         ok = self.base_model.ok or not self.base_model.description
         self.status.set_base_model(self.base_model.label + (f" ({arch})" if arch and ok else
                                                             " (cannot be used)" if arch else ""))
+
+    def _hide_tour_for_other_folders(self, report) -> None:
+        sample = first_dataset_folder("")
+        if report is None or sample is None or report.root.resolve() != sample.resolve():
+            self.dataset_tab.show_banner("")
 
     def _on_lora_trained(self, path) -> None:
         """A finished run's LoRA goes into the Mix tab's library (read again if overwritten)."""

@@ -17,9 +17,9 @@ def test_every_tab_follows_the_picked_model_and_its_architecture_shows(
     window = make_window()
     wait_described(qtbot, window)
     picker = window.model_picker
-    assert picker.combo.currentText() == "Built-in tiny model" and picker.arch_label.text() == \
+    assert picker.combo.currentText() == "Tiny Shapes (built-in)" and picker.arch_label.text() == \
         "SD 1.x"
-    assert window.status.model_label.text() == "Model: Built-in tiny model (SD 1.x)"
+    assert window.status.model_label.text() == "Model: Tiny Shapes (built-in) (SD 1.x)"
 
     picker.choose(tiny_model_dir)
     wait_described(qtbot, window)
@@ -60,7 +60,7 @@ def test_models_in_the_local_hub_cache_are_listed(make_window, qtbot, tiny_model
     window = make_window()
     combo = window.model_picker.combo
     items = [combo.itemText(i) for i in range(combo.count())]
-    assert items == ["Built-in tiny model", "tiny-org/tiny-sd  (hub cache)"]
+    assert items == ["Tiny Shapes (built-in)", "tiny-org/tiny-sd  (hub cache)"]
     combo.setCurrentIndex(1)
     combo.activated.emit(1)
     wait_described(qtbot, window)

@@ -29,7 +29,7 @@ def test_window_opens_with_four_tabs_and_status(make_window):
     window.show()
     assert window.windowTitle() == "LoRA Studio"
     assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == list(TAB_NAMES)
-    assert window.status.model_label.text() == "Model: Built-in tiny model"
+    assert window.status.model_label.text() == "Model: Tiny Shapes (built-in)"
     assert window.status.job_label.text() == "Idle"
     assert window.dataset_tab.stack.currentWidget() is window.dataset_tab.drop_hint
 

@@ -142,8 +142,20 @@ def make_tiny_model(
     return out_dir
 
 
+def shipped_tiny_shapes_dir() -> Path:
+    """Where the trained Tiny Shapes model ships (resources/models/tiny-shapes)."""
+    from lora_studio.core.paths import resources_dir
+
+    return resources_dir() / "models" / "tiny-shapes"
+
+
 def builtin_tiny_model_dir() -> Path:
-    """The built-in tiny model in the user data folder, created on first use."""
+    """The built-in model: Tiny Shapes, the small model the project trained that really draws
+    (see `core.models.tiny_shapes`). Only if its files are missing (a broken install), a
+    random-weight tiny model is made in the user data folder so the app still runs."""
+    shipped = shipped_tiny_shapes_dir()
+    if (shipped / "model_index.json").is_file():
+        return shipped
     target = user_data_dir() / "models" / "tiny-sd"
     if not (target / "model_index.json").is_file():
         make_tiny_model(target, seed=0)

@@ -42,6 +42,12 @@ TARGET_PRESETS: dict[str, dict[str, list[str]]] = {
                  "ff.net.0.proj", "ff.net.2"],
         "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
     },
+    # LoCon: the above plus the ResNet 3x3 convolutions (what a new shape needs on a small model)
+    "attention+mlp+conv": {
+        "unet": ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
+                 "ff.net.0.proj", "ff.net.2", "conv1", "conv2"],
+        "text_encoder": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+    },
 }
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
 OPTIMIZERS = ("adamw", "adamw8bit")
@@ -83,7 +89,8 @@ class LoraSection:
     rank: int = _f(16, "LoRA rank (dim): size of the low-rank update.")
     alpha: float = _f(16.0, "LoRA alpha: the update is scaled by alpha / rank.")
     dropout: float = _f(0.0, "Dropout on the LoRA input during training (0 to < 1).")
-    targets: Any = _f("attention", "\"attention\", \"attention+mlp\" (kohya's default), or a "
+    targets: Any = _f("attention", "\"attention\", \"attention+mlp\" (kohya's default), "
+                      "\"attention+mlp+conv\" (LoCon: also the ResNet convolutions), or a "
                       "list of UNet module names (e.g. [\"to_q\", \"to_v\"]).")
     train_text_encoder: bool = _f(False, "Also train a LoRA on the text encoder.")
     text_encoder_lr: float = _f(0.0, "Learning rate of the text-encoder LoRA "

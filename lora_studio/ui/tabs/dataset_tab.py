@@ -99,11 +99,21 @@ class DatasetTab(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.setSpacing(10)
+        self.banner = QLabel("")
+        self.banner.setObjectName("FirstRunBanner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        layout.addWidget(self.banner)
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
         save = QShortcut(QKeySequence.Save, self)
         save.setContext(Qt.WidgetWithChildrenShortcut)
         save.activated.connect(self.save_caption)
+
+    def show_banner(self, text: str) -> None:
+        """A note above the grid (the first-run tour); "" hides it."""
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
 
     def _build_side_panel(self) -> QWidget:
         self.trigger_edit = QLineEdit()

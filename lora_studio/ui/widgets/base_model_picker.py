@@ -109,8 +109,11 @@ class BaseModelPicker(QWidget):
 
     def _show_description(self, text: str, ok: bool) -> None:
         if ok:
-            self.arch_label.setText(text.split(" (toy")[0])
-            self.arch_label.setToolTip(f"Architecture: {text}")
+            self.arch_label.setText(text)
+            self.arch_label.setToolTip(f"Architecture: {text}" + (
+                "\n\nTiny Shapes is a toy model: simple colored shapes on plain backgrounds, "
+                "64x64, for learning the workflow on any CPU." if self.choice.spec is None
+                else ""))
             self.arch_label.setStyleSheet("")
         else:
             self.arch_label.setText("⚠ cannot use")

@@ -13,7 +13,7 @@ class StudioStatusBar(QStatusBar):
         self.setObjectName("StudioStatusBar")
         self.device_label = _label("DeviceLabel", "Device: checking…",
                                    "The device training and generation run on")
-        self.model_label = _label("ModelLabel", "Model: Built-in tiny model",
+        self.model_label = _label("ModelLabel", "Model: Tiny Shapes (built-in)",
                                   "The base model training starts from")
         self.job_label = _label("JobLabel", "Idle", "The job running in the background")
         for label in (self.device_label, self.model_label, self.job_label):

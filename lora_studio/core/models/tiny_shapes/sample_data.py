@@ -1,0 +1,53 @@
+"""LoRA datasets of concepts the base model has never seen: the shipped sample and test sets.
+
+    write_concept_dataset(folder, "star")      # zqstar: stars of every color, size and place
+    write_concept_dataset(folder, "stripes")   # zqstripe: striped circles, squares, triangles
+
+Each image gets a kohya-style caption beside it (`name.txt`), trigger word first:
+"zqstar, a large purple star on a gray background". Colors, backgrounds, sizes and positions
+vary, so a LoRA learns the concept, not one picture.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from lora_studio.core.models.tiny_shapes import world
+
+CONCEPTS = {
+    # name: (trigger word, shapes, texture)
+    "star": ("zqstar", world.CONCEPT_SHAPES, "plain"),
+    "stripes": ("zqstripe", world.SHAPES, "striped"),
+}
+
+
+def concept_scenes(concept: str, count: int = 12, seed: int = 7) -> list[world.Scene]:
+    """`count` scenes of the concept, every color x background pair before any repeats."""
+    if concept not in CONCEPTS:
+        raise ValueError(f"unknown concept {concept!r}; one of {', '.join(CONCEPTS)}")
+    _, shapes, texture = CONCEPTS[concept]
+    rng = random.Random(seed)
+    pairs = [(c, b) for c in world.COLORS for b in world.BACKGROUNDS]
+    rng.shuffle(pairs)
+    scenes = []
+    for i in range(count):
+        color, background = pairs[i % len(pairs)]
+        scenes.append(world.Scene(shapes[i % len(shapes)], color, world.SIZES[i % 2],
+                                  background, rng.random(), rng.random(), rng.random(),
+                                  rng.random(), texture))
+    return scenes
+
+
+def write_concept_dataset(folder: str | Path, concept: str = "star", count: int = 12,
+                          seed: int = 7) -> Path:
+    """Write the images and captions into `folder` (created); returns it."""
+    trigger = CONCEPTS[concept][0] if concept in CONCEPTS else ""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, scene in enumerate(concept_scenes(concept, count, seed)):
+        stem = f"{concept}_{i:02d}"
+        world.draw(scene).save(folder / f"{stem}.png")
+        (folder / f"{stem}.txt").write_text(scene.caption(trigger=trigger) + "\n",
+                                            encoding="utf-8")
+    return folder

@@ -1,0 +1,178 @@
+"""What a Tiny Shapes picture shows: background, main shape, its color, size and texture.
+
+Plain image measurements, no learned model, so a score means the same thing every time:
+- background: the world background nearest to the median of the border pixels;
+- the shape: the largest connected region of pixels far from that background;
+- color: the world color nearest to the median of the region's brighter half (stripes are the
+  color and a darker shade of it);
+- size: the bounding box side of the region (small shapes span 19-29 px, large ones 36-53);
+- shape: solidity (area / convex hull area: a star is ~0.55, the others > 0.83), then how much of
+  its bounding box it fills (square ~1, circle ~0.79, triangle ~0.5);
+- texture: striped when the region's brightness varies strongly inside it.
+Nothing found (an empty or noisy picture) reads as shape "none".
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from lora_studio.core.models.tiny_shapes import world
+
+_FOREGROUND_DISTANCE = 60.0  # RGB distance from the background that counts as the shape
+_MIN_AREA = 40  # pixels: less is noise, not a shape
+_SIZE_SPLIT = 33.0  # bounding box side in pixels between small and large
+_STAR_SOLIDITY = 0.72
+_SQUARE_FILL = 0.87
+_CIRCLE_FILL = 0.66
+_STRIPE_CONTRAST = 0.13  # std / mean of the brightness inside the shape above this: striped
+
+
+@dataclass(frozen=True)
+class Reading:
+    shape: str  # circle | square | triangle | star | none
+    color: str | None
+    size: str | None
+    background: str
+    texture: str | None
+    area: int = 0
+
+    def matches(self, scene: world.Scene, *, texture: bool = False) -> dict[str, bool]:
+        """Which attributes of `scene` the picture shows ("all" = every one of them)."""
+        got = {"shape": self.shape == scene.shape, "color": self.color == scene.color,
+               "size": self.size == scene.size, "background": self.background == scene.background}
+        if texture:
+            got["texture"] = self.texture == scene.texture
+        got["all"] = all(got.values())
+        return got
+
+
+def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
+    names = list(palette)
+    colors = np.array([palette[n] for n in names], dtype=np.float32)
+    return names[int(np.argmin(((colors - rgb) ** 2).sum(axis=1)))]
+
+
+def _largest_region(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected True region of `mask` (a small image: plain BFS is enough)."""
+    seen = np.zeros_like(mask, dtype=bool)
+    best: list[tuple[int, int]] = []
+    height, width = mask.shape
+    for sy, sx in zip(*np.nonzero(mask)):
+        if seen[sy, sx]:
+            continue
+        region, queue = [], deque([(sy, sx)])
+        seen[sy, sx] = True
+        while queue:
+            y, x = queue.popleft()
+            region.append((y, x))
+            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    queue.append((ny, nx))
+        if len(region) > len(best):
+            best = region
+    out = np.zeros_like(mask, dtype=bool)
+    if best:
+        ys, xs = zip(*best)
+        out[list(ys), list(xs)] = True
+    return out
+
+
+def _fill_holes(region: np.ndarray) -> np.ndarray:
+    """The region with its holes filled (what the background reaches from the border stays)."""
+    outside = _largest_region_from_border(~region)
+    return ~outside
+
+
+def _largest_region_from_border(mask: np.ndarray) -> np.ndarray:
+    height, width = mask.shape
+    reached = np.zeros_like(mask, dtype=bool)
+    queue = deque((y, x) for y in range(height) for x in (0, width - 1) if mask[y, x])
+    queue.extend((y, x) for x in range(width) for y in (0, height - 1) if mask[y, x])
+    for y, x in queue:
+        reached[y, x] = True
+    while queue:
+        y, x = queue.popleft()
+        for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not reached[ny, nx]:
+                reached[ny, nx] = True
+                queue.append((ny, nx))
+    return reached
+
+
+def _hull_area(points: np.ndarray) -> float:
+    """Area of the convex hull of pixel squares (corner points), by the monotone chain."""
+    corners = np.concatenate([points + d for d in ((0, 0), (0, 1), (1, 0), (1, 1))])
+    pts = sorted(set(map(tuple, corners.tolist())))
+    if len(pts) < 3:
+        return 0.0
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower, upper = [], []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    hull = lower[:-1] + upper[:-1]
+    xs, ys = np.array([p[0] for p in hull], float), np.array([p[1] for p in hull], float)
+    return 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
+
+
+def read_picture(image) -> Reading:
+    """What the picture (PIL image or HxWx3 uint8 array) shows."""
+    rgb = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image,
+                     dtype=np.float32)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    background_rgb = np.median(border, axis=0)
+    background = _nearest(background_rgb, world.BACKGROUNDS)
+    distance = np.sqrt(((rgb - background_rgb) ** 2).sum(axis=2))
+    region = _largest_region(distance > _FOREGROUND_DISTANCE)
+    area = int(region.sum())
+    if area < _MIN_AREA:
+        return Reading("none", None, None, background, None, area)
+    solid = _fill_holes(region)
+    ys, xs = np.nonzero(solid)
+    side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    fill = solid.sum() / box
+    solidity = solid.sum() / max(_hull_area(np.stack([ys, xs], axis=1)), 1.0)
+    if solidity < _STAR_SOLIDITY:
+        shape = "star"
+    elif fill >= _SQUARE_FILL:
+        shape = "square"
+    elif fill >= _CIRCLE_FILL:
+        shape = "circle"
+    else:
+        shape = "triangle"
+    pixels = rgb[region]
+    brightness = pixels.mean(axis=1)
+    bright = pixels[brightness >= np.median(brightness)]
+    color = _nearest(np.median(bright, axis=0), world.COLORS)
+    inner = _erode(region)
+    values = rgb[inner].max(axis=1) if inner.sum() >= _MIN_AREA // 2 else rgb[region].max(axis=1)
+    contrast = float(values.std() / max(values.mean(), 1.0))
+    texture = "striped" if contrast > _STRIPE_CONTRAST else "plain"
+    return Reading(shape, color, "large" if side >= _SIZE_SPLIT else "small", background,
+                   texture, area)
+
+
+def _erode(mask: np.ndarray, steps: int = 1) -> np.ndarray:
+    """The mask without its edge pixels (edges blend with the background, not a texture)."""
+    out = mask.copy()
+    for _ in range(steps):
+        shrunk = out.copy()
+        shrunk[1:] &= out[:-1]
+        shrunk[:-1] &= out[1:]
+        shrunk[:, 1:] &= out[:, :-1]
+        shrunk[:, :-1] &= out[:, 1:]
+        out = shrunk
+    return out

@@ -1,0 +1,77 @@
+"""Tiny Shapes without a model: the world's scenes and captions, the scorer on ground truth,
+the tokenizer's vocabulary, and the shipped sample dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lora_studio.core.models.tiny_shapes import scorer, world
+from lora_studio.core.models.tiny_shapes.sample_data import concept_scenes, write_concept_dataset
+from lora_studio.core.models.tiny_shapes.tokenizer import RESERVED_WORDS, build_tokenizer
+from lora_studio.core.paths import resources_dir
+
+
+def test_the_world_has_every_prompt_once_and_is_deterministic():
+    scenes = world.base_scenes()
+    captions = {s.caption() for s in scenes}
+    assert len(scenes) == len(captions) == 5 * 3 * 2 * 3
+    assert "a large red circle on a white background" in captions
+    assert world.random_scenes(20, seed=3) == world.random_scenes(20, seed=3)
+    assert world.random_scenes(20, seed=3) != world.random_scenes(20, seed=4)
+    scene = world.Scene("star", "blue", "small", "gray", texture="striped")
+    assert scene.caption(trigger="zqstar") == \
+        "zqstar, a small blue striped star on a gray background"
+    a, b = np.asarray(world.draw(scene)), np.asarray(world.draw(scene))
+    assert a.shape == (64, 64, 3) and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("shapes,texture", [(world.SHAPES, "plain"),
+                                            (world.CONCEPT_SHAPES, "plain"),
+                                            (world.SHAPES, "striped"),
+                                            (world.CONCEPT_SHAPES, "striped")])
+def test_the_scorer_reads_ground_truth_pictures_right(shapes, texture):
+    scenes = world.random_scenes(60, seed=21, shapes=shapes, texture=texture)
+    wrong = [(s, r) for s in scenes
+             if not (r := scorer.read_picture(world.draw(s))).matches(s, texture=True)["all"]]
+    assert wrong == []
+
+
+def test_the_scorer_reads_an_empty_picture_as_no_shape():
+    blank = Image.new("RGB", (64, 64), world.BACKGROUNDS["gray"])
+    reading = scorer.read_picture(blank)
+    assert (reading.shape, reading.background) == ("none", "gray")
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    assert scorer.read_picture(noise).matches(world.base_scenes()[0])["all"] is False
+
+
+def test_every_word_of_the_world_is_one_token():
+    tokenizer = build_tokenizer()
+    assert len(tokenizer) < 1000  # a small embedding table, not CLIP's 49,408 rows
+    text = "zqstar, a large purple striped star on a gray background"
+    assert tokenizer.tokenize(text) == [w + "</w>" for w in
+                                        "zqstar , a large purple striped star on a gray "
+                                        "background".split()]
+    for word in RESERVED_WORDS + world.SHAPES + tuple(world.COLORS):
+        assert len(tokenizer.tokenize(word)) == 1, word
+    ids = tokenizer("a red circle", padding="max_length", max_length=77).input_ids
+    assert ids[0] == tokenizer.bos_token_id and len(ids) == 77
+    assert ids[4] == tokenizer.eos_token_id == tokenizer.pad_token_id
+
+
+def test_the_shipped_sample_dataset_is_the_star_concept_set(tmp_path):
+    shipped = resources_dir() / "sample_dataset"
+    fresh = write_concept_dataset(tmp_path / "stars", "star")
+    names = sorted(p.name for p in shipped.iterdir())
+    assert names == sorted(p.name for p in fresh.iterdir()) and len(names) == 24
+    for name in names:
+        a, b = shipped / name, fresh / name
+        if name.endswith(".txt"):
+            assert a.read_text() == b.read_text() and a.read_text().startswith("zqstar, a ")
+        else:
+            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    scenes = concept_scenes("star")
+    assert {s.shape for s in scenes} == {"star"} and len({s.color for s in scenes}) == 5
+    assert len({s.background for s in scenes}) == 3 and {s.size for s in scenes} == {
+        "small", "large"}
