@@ -217,8 +217,8 @@ def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------- main
-_COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect, _add_generate,
-             _add_merge, _add_convert, _add_screenshot]
+_COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect,
+             _add_generate, _add_merge, _add_convert, _add_screenshot]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -108,8 +108,8 @@ def _resolve(spec, prediction_type) -> tuple[ModelSource, dict[str, Any] | None]
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in BUILTIN_NAMES):
         from lora_studio.core.models.tiny import builtin_tiny_model_dir
 
-        return _folder_source(builtin_tiny_model_dir(), "builtin-tiny", "Tiny Shapes (built-in)", None,
-                              prediction_type), None
+        return _folder_source(builtin_tiny_model_dir(), "builtin-tiny", "Tiny Shapes (built-in)",
+                              None, prediction_type), None
     text = os.fspath(spec).strip() if not isinstance(spec, Path) else str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
