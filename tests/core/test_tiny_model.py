@@ -34,14 +34,24 @@ def test_make_tiny_model_cli_is_deterministic_and_loads_in_plain_diffusers(tmp_p
     assert "(64, 64)" in out.stdout
 
 
-def test_builtin_tiny_model_is_created_on_first_use(monkeypatch, tmp_path):
-    monkeypatch.setenv("LORA_STUDIO_HOME", str(tmp_path / "home"))
-    from lora_studio.core.models.tiny import builtin_tiny_model_dir
+def test_the_builtin_model_is_the_shipped_tiny_shapes(monkeypatch, tmp_path):
+    from lora_studio.core.models import tiny
 
-    first = builtin_tiny_model_dir()
+    monkeypatch.setenv("LORA_STUDIO_HOME", str(tmp_path / "home"))
+    assert tiny.builtin_tiny_model_dir() == tiny.shipped_tiny_shapes_dir()
+    assert not (tmp_path / "home").exists()  # nothing is made: it ships ready
+
+
+def test_a_random_tiny_model_stands_in_when_the_shipped_one_is_missing(monkeypatch, tmp_path):
+    from lora_studio.core.models import tiny
+
+    monkeypatch.setenv("LORA_STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(tiny, "shipped_tiny_shapes_dir", lambda: tmp_path / "missing")
+    first = tiny.builtin_tiny_model_dir()
+    assert first == tmp_path / "home" / "models" / "tiny-sd"
     assert (first / "model_index.json").is_file()
     stamp = (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
-    assert builtin_tiny_model_dir() == first
+    assert tiny.builtin_tiny_model_dir() == first  # made once, then reused
     assert (first / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
 
 

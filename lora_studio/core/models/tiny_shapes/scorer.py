@@ -6,8 +6,9 @@ Plain image measurements, no learned model, so a score means the same thing ever
 - color: the world color nearest to the median of the region's brighter half (stripes are the
   color and a darker shade of it);
 - size: the bounding box side of the region (small shapes span 19-29 px, large ones 36-53);
-- shape: solidity (area / convex hull area: a star is ~0.55, the others > 0.83), then how much of
-  its bounding box it fills (square ~1, circle ~0.79, triangle ~0.5);
+- shape: solidity (area / convex hull area: a star is ~0.55, the others > 0.83), then how much
+  of the four corners of its bounding box it fills (a square, even one drawn with pinched
+  sides, fills them; a circle leaves them empty; a triangle fills only the bottom two);
 - texture: striped when the region's brightness varies strongly inside it.
 Nothing found (an empty or noisy picture) reads as shape "none".
 """
@@ -25,8 +26,8 @@ _FOREGROUND_DISTANCE = 60.0  # RGB distance from the background that counts as t
 _MIN_AREA = 40  # pixels: less is noise, not a shape
 _SIZE_SPLIT = 33.0  # bounding box side in pixels between small and large
 _STAR_SOLIDITY = 0.72
-_SQUARE_FILL = 0.87
-_CIRCLE_FILL = 0.66
+_SQUARE_CORNERS = 0.55  # the four corners of the bounding box: a square fills them (> 0.7)
+_TRIANGLE_CORNERS = 0.3  # bottom corners minus top corners: a triangle's base fills the bottom
 _STRIPE_CONTRAST = 0.13  # std / mean of the brightness inside the shape above this: striped
 
 
@@ -142,17 +143,16 @@ def read_picture(image) -> Reading:
     solid = _fill_holes(region)
     ys, xs = np.nonzero(solid)
     side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    fill = solid.sum() / box
     solidity = solid.sum() / max(_hull_area(np.stack([ys, xs], axis=1)), 1.0)
+    top, bottom = _corner_fill(solid, ys, xs)
     if solidity < _STAR_SOLIDITY:
         shape = "star"
-    elif fill >= _SQUARE_FILL:
+    elif (top + bottom) / 2 >= _SQUARE_CORNERS:
         shape = "square"
-    elif fill >= _CIRCLE_FILL:
-        shape = "circle"
-    else:
+    elif bottom - top >= _TRIANGLE_CORNERS:
         shape = "triangle"
+    else:
+        shape = "circle"
     pixels = rgb[region]
     brightness = pixels.mean(axis=1)
     bright = pixels[brightness >= np.median(brightness)]
@@ -163,6 +163,16 @@ def read_picture(image) -> Reading:
     texture = "striped" if contrast > _STRIPE_CONTRAST else "plain"
     return Reading(shape, color, "large" if side >= _SIZE_SPLIT else "small", background,
                    texture, area)
+
+
+def _corner_fill(solid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[float, float]:
+    """How much of the top two and the bottom two corner patches (a fifth of the side) of the
+    bounding box the shape fills."""
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    k = max(2, round(0.2 * min(y1 - y0, x1 - x0)))
+    top = (solid[y0:y0 + k, x0:x0 + k].mean() + solid[y0:y0 + k, x1 - k:x1].mean()) / 2
+    bottom = (solid[y1 - k:y1, x0:x0 + k].mean() + solid[y1 - k:y1, x1 - k:x1].mean()) / 2
+    return float(top), float(bottom)
 
 
 def _erode(mask: np.ndarray, steps: int = 1) -> np.ndarray:
