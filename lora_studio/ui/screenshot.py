@@ -43,7 +43,8 @@ def _real_training(app, window, work_dir: Path, name: str = "zqstar",
     form.steps_spin.setValue(steps)
     form.rank_spin.setValue(rank)
     form.sample_every_spin.setValue(SCREENSHOT_SAMPLE_EVERY)
-    form.sample_steps_spin.setValue(6)
+    form.sample_steps_spin.setValue(12)
+    form.prompts_edit.setPlainText("zqstar, a large red star on a white background")
     form.name_edit.setText(name)
     form.output_edit.setText(str(work_dir / "loras" / name))
     if not tab.start_training():
@@ -64,6 +65,8 @@ def _real_mix(app, window, loras: list[Path], timeout_s: float = 120.0) -> bool:
             row.spin.setValue(weight)
     if loras:
         tab.library_panel.select(loras[0])
+    tab.preview_prompt.setText("zqstar, a large purple star on a gray background")
+    tab.preview_prompt.editingFinished.emit()
     tab.preview_check.setChecked(True)
     return _wait_until(app, lambda: tab.preview.renders_shown > 0 and not tab.preview.pending
                        and not window.runner.is_running, timeout_s)
@@ -75,13 +78,13 @@ def _real_generation(app, window, work_dir: Path, timeout_s: float = 120.0) -> b
     tab = window.generate_tab
     tab.set_output_dir(work_dir / "outputs")
     form = tab.form
-    form.prompt_edit.setPlainText("zqstar, a glowing star over calm water, night sky")
-    form.negative_edit.setPlainText("blurry, lowres")
-    form.steps_spin.setValue(8)
+    form.prompt_edit.setPlainText("zqstar, a large yellow star on a black background")
+    form.negative_edit.setPlainText("")
+    form.cfg_spin.setValue(5.0)
+    form.steps_spin.setValue(20)
     form.seed_edit.setText("1234")
     form.count_spin.setValue(4)
-    form.sampler_combo.setCurrentText("DPM++ 2M")
-    form.schedule_combo.setCurrentText("Karras")
+    form.sampler_combo.setCurrentText("Euler a")
     if not tab.generate():
         return False
     done = _wait_until(app, lambda: not window.runner.is_running, timeout_s)
