@@ -155,3 +155,17 @@ def test_first_run_opens_the_sample_dataset(make_window, wait_for_dataset):
     wait_for_dataset(window, rows=12)
     assert window.dataset_tab.folder == resources_dir() / "sample_dataset"
     assert "zqstar" in window.dataset_tab.model.entry(0).caption
+
+
+def test_first_run_says_what_the_built_in_model_is_until_another_folder_opens(
+        make_window, wait_for_dataset, dataset_dir):
+    window = make_window(restore_dataset=True)
+    window.show()
+    wait_for_dataset(window, rows=12)
+    banner = window.dataset_tab.banner
+    assert banner.isVisible()
+    assert "Tiny Shapes" in banner.text() and "toy" in banner.text()
+    assert "SD 1.5" in banner.text()  # and what real work uses
+    window.open_paths([dataset_dir])
+    wait_for_dataset(window, rows=4)
+    assert not banner.isVisible()
