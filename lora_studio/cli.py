@@ -175,6 +175,33 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_resize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resize", help="change a LoRA's rank by SVD (strength preserved)")
+    p.add_argument("input", type=Path)
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--rank", type=int, help="the new rank of every module")
+    how.add_argument("--keep", type=float,
+                     help="per module, the smallest rank keeping this share (e.g. 0.95)")
+    p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
+    p.add_argument("--format", choices=["kohya", "diffusers"], default="kohya")
+    p.set_defaults(handler=_run_resize)
+
+
+def _run_resize(args: argparse.Namespace) -> int:
+    from lora_studio.core.lora.formats import write_lora
+    from lora_studio.core.lora.resize import resize_lora
+
+    result = resize_lora(args.input, rank=args.rank, keep=args.keep)
+    out = write_lora(result.lora, args.out, layout=args.format)
+    ranks = sorted(result.lora.ranks)
+    shown = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]} (per module)"
+    print(f"Wrote {out}: rank {shown}, kept {100 * result.overall_retained:.2f}% of the update "
+          "(share of squared Frobenius norm)")
+    for name, share in result.worst_modules(3):
+        print(f"  {100 * share:6.2f}%  {name}")
+    return 0
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="re-save a LoRA in kohya or diffusers layout")
     p.add_argument("input", type=Path, help="a LoRA .safetensors file (any supported layout)")
@@ -218,7 +245,7 @@ def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- main
 _COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect,
-             _add_generate, _add_merge, _add_convert, _add_screenshot]
+             _add_generate, _add_merge, _add_resize, _add_convert, _add_screenshot]
 
 
 def build_parser() -> argparse.ArgumentParser:

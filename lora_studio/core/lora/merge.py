@@ -71,12 +71,21 @@ class MergeResult:
 
 
 def merge_loras(items: list[tuple[LoraFile | str | os.PathLike[str], float]], *,
-                rank: int | None = None, title: str | None = None) -> MergeResult:
+                rank: int | None = None, title: str | None = None,
+                keep: float | None = None) -> MergeResult:
     """Merge `(LoRA file or path, weight)` pairs; see the module docstring for the math.
-    `rank=K` re-ranks every module to at most K by SVD. Raises LoraFormatError for inputs made
-    for different architectures or a module whose shapes differ between inputs."""
+    `rank=K` re-ranks every module to at most K by SVD; `keep=0.95` instead gives each module
+    the smallest rank that keeps that share of its squared Frobenius norm. Raises
+    LoraFormatError for inputs made for different architectures or a module whose shapes
+    differ between inputs."""
     if not items:
         raise LoraFormatError("Nothing to merge: give at least one LoRA.")
+    if keep is not None:
+        if rank is not None:
+            raise LoraFormatError("Give a rank or a share to keep, not both.")
+        if not 0.0 < float(keep) <= 1.0:
+            raise LoraFormatError(f"The share to keep must be in (0, 1], not {keep!r}.",
+                                  "For example 0.95 keeps 95 % of each module's update.")
     if rank is not None and (isinstance(rank, bool) or int(rank) != rank or rank < 1):
         raise LoraFormatError(f"The merge rank must be a whole number >= 1, not {rank!r}.")
     loras: list[tuple[str, LoraFile, float]] = []
@@ -93,7 +102,8 @@ def merge_loras(items: list[tuple[LoraFile | str | os.PathLike[str], float]], *,
     for _, lora, _ in loras:
         names.extend(n for n in lora.modules if n not in names)
     modules: dict[str, LoraModule] = {}
-    retained: dict[str, float] | None = {} if rank is not None else None
+    reranked = rank is not None or keep is not None
+    retained: dict[str, float] | None = {} if reranked else None
     kept_energy = total_energy = 0.0
     for name in names:
         parts = [(lora.modules[name], weight) for _, lora, weight in loras
@@ -101,8 +111,8 @@ def merge_loras(items: list[tuple[LoraFile | str | os.PathLike[str], float]], *,
         if not parts:  # only in inputs at weight 0: it would change nothing
             continue
         down, up = _concat(name, parts, loras)
-        if rank is not None:
-            down, up, kept, total = _rerank(down, up, int(rank))
+        if reranked:
+            down, up, kept, total = _rerank(down, up, int(rank) if rank else None, keep)
             retained[name] = kept / total if total > 0 else 1.0
             kept_energy += kept
             total_energy += total
@@ -111,7 +121,7 @@ def merge_loras(items: list[tuple[LoraFile | str | os.PathLike[str], float]], *,
     if not modules:
         raise LoraFormatError("The merge is empty: every input has weight 0.")
     overall = None
-    if rank is not None:
+    if reranked:
         overall = kept_energy / total_energy if total_energy > 0 else 1.0
     merged = LoraFile(modules=modules, layout="kohya", arch=arch)
     merged.metadata = _metadata(loras, merged, title=title, rank=rank)
@@ -178,15 +188,19 @@ def _concat(name: str, parts: list[tuple[LoraModule, float]],
     return down, up
 
 
-def _rerank(down: torch.Tensor, up: torch.Tensor, k: int
+def _rerank(down: torch.Tensor, up: torch.Tensor, k: int | None, keep: float | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    """Best rank-k factors of up @ down (Eckart-Young), plus (kept sigma^2, total sigma^2)."""
+    """Best rank-k factors of up @ down (Eckart-Young), plus (kept sigma^2, total sigma^2).
+    With `keep` instead of k: the smallest k whose sigma^2 share reaches `keep`."""
     d = down.double().flatten(1)  # [R, n]
     u = up.double().flatten(1)  # [out, R]
     q_u, r_u = torch.linalg.qr(u)  # [out, p], [p, R]
     q_d, r_d = torch.linalg.qr(d.T)  # [n, q], [q, R]
     core_u, sigma, core_vh = torch.linalg.svd(r_u @ r_d.T, full_matrices=False)
     total = float((sigma**2).sum())
+    if k is None:
+        share = torch.cumsum(sigma**2, 0) / total if total > 0 else torch.ones_like(sigma)
+        k = int((share < float(keep) - 1e-12).sum()) + 1
     k = min(k, sigma.numel())
     kept = float((sigma[:k] ** 2).sum())
     root = sigma[:k].sqrt()

@@ -1,0 +1,42 @@
+"""Resize a LoRA to another rank by SVD, strength preserved: `lora-studio resize`.
+
+Each module's update `(alpha / r) * up @ down` is decomposed and its top singular directions
+kept (`merge._rerank`, the same math as a re-ranked merge of one file at weight 1): a fixed
+rank (`rank=K`), or per module the smallest rank keeping a share of the update's squared
+Frobenius norm (`keep=0.95`, what kohya calls dynamic resizing). The new alpha equals the new
+rank, so the file renders at strength 1 what the original renders at strength 1 (exactly when
+nothing was dropped). The original metadata (trigger words, training settings) is kept;
+`ss_network_dim` / `ss_network_alpha` tell the new ranks and `ss_training_comment` what was done.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lora_studio.core.errors import LoraFormatError
+from lora_studio.core.lora.formats import read_lora
+from lora_studio.core.lora.merge import MergeResult, merge_loras
+
+
+def resize_lora(source: str | os.PathLike[str], *, rank: int | None = None,
+                keep: float | None = None) -> MergeResult:
+    """The resized LoRA (in `.lora`) with the share kept per module and overall."""
+    if (rank is None) == (keep is None):
+        raise LoraFormatError("Say how to resize: a rank (--rank 16) or a share to keep "
+                              "(--keep 0.95).")
+    original = read_lora(source)
+    result = merge_loras([(original, 1.0)], rank=rank, keep=keep)
+    meta = {k: v for k, v in original.metadata.items()
+            if k not in ("sshs_model_hash", "sshs_legacy_hash", "lora_adapter_metadata")}
+    how = f"rank {rank}" if rank is not None else f"keeping {100 * keep:g} % per module"
+    comment = f"Resized by SVD ({how}) from {Path(source).name}; kept " \
+              f"{100 * result.overall_retained:.2f} % of the update"
+    earlier = original.metadata.get("ss_training_comment")
+    meta.update({
+        "ss_network_dim": result.lora.metadata["ss_network_dim"],
+        "ss_network_alpha": result.lora.metadata["ss_network_alpha"],
+        "ss_training_comment": f"{earlier}; {comment}" if earlier else comment,
+    })
+    result.lora.metadata = meta
+    return result
