@@ -202,6 +202,26 @@ def _run_resize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fuse(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fuse", help="bake LoRAs into a base model (checkpoint or folder)")
+    p.add_argument("--model", default=None, help="base model (default: the built-in one)")
+    p.add_argument("--lora", action="append", required=True, metavar="FILE[:WEIGHT]",
+                   help="a LoRA and its weight; repeat for several")
+    p.add_argument("--out", type=Path, required=True,
+                   help="OUT.safetensors: a single-file checkpoint (A1111, ComfyUI); "
+                        "otherwise a diffusers folder")
+    p.set_defaults(handler=_run_fuse)
+
+
+def _run_fuse(args: argparse.Namespace) -> int:
+    from lora_studio.core.lora.fuse import fuse_loras
+
+    items = [parse_weighted_path(spec) for spec in args.lora]
+    out = fuse_loras(args.model, items, args.out)
+    print(f"Fused {len(items)} LoRA(s) into {out}")
+    return 0
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="re-save a LoRA in kohya or diffusers layout")
     p.add_argument("input", type=Path, help="a LoRA .safetensors file (any supported layout)")
@@ -245,7 +265,8 @@ def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------- main
 _COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect,
-             _add_generate, _add_merge, _add_resize, _add_convert, _add_screenshot]
+             _add_generate, _add_merge, _add_resize, _add_fuse, _add_convert,
+             _add_screenshot]
 
 
 def build_parser() -> argparse.ArgumentParser:
