@@ -1,0 +1,95 @@
+"""Strength grids: every cell is the same seed at its weights, labelled on one canvas; the
+session's own weights come back; a cancelled grid keeps what it finished; the CLI writes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lora_files import make_lora_file
+from lora_studio.core.generate.grid import LABEL, GridAxis, strength_grid
+from lora_studio.core.generate.session import GenerationRequest, GenerationSession
+
+REQUEST = GenerationRequest("a red circle", steps=3, cfg=5.0, seed=11)
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grid_loras")
+    return [make_lora_file(tiny_model_dir, folder / f"{n}.safetensors", seed=s)
+            for n, s in (("style", 21), ("ink", 22))]
+
+
+@pytest.fixture(scope="module")
+def session(tiny_model_dir, loras, one_torch_thread):
+    session = GenerationSession(tiny_model_dir)
+    base = session.generate(REQUEST)[0].image
+    for path in loras:
+        session.add_lora(path, 0.7)
+    return session, base
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_every_cell_is_the_seed_at_its_weights(session):
+    session, base = session
+    grid = strength_grid(session, REQUEST, GridAxis("style", [0.0, 1.0]),
+                         GridAxis("ink", [0.0, 0.5, 1.0]))
+    assert grid.complete and grid.image.size == (LABEL * 3 + 3 * 64, LABEL + 2 * 64)
+    assert np.array_equal(pixels(grid.cells[0][0]), pixels(base))  # both at 0: the base model
+    session.set_weight("style", 1.0)
+    session.set_weight("ink", 0.5)
+    direct = session.generate(REQUEST)[0].image
+    assert np.array_equal(pixels(grid.cells[1][1]), pixels(direct))
+    assert np.abs(pixels(grid.cells[1][2]) - pixels(grid.cells[1][0])).mean() > 0.5
+    corner = np.asarray(grid.image)[LABEL:LABEL + 64, LABEL * 3:LABEL * 3 + 64]
+    assert np.array_equal(corner.astype(np.int16), pixels(base))  # placed where it belongs
+
+
+def test_the_session_weights_come_back_and_a_cancel_keeps_the_cells_done(session):
+    session, _ = session
+    session.set_weight("style", 0.3)
+    session.set_weight("ink", 0.9)
+
+    class StopAfterTwo:
+        def __init__(self) -> None:
+            self.seen = 0
+
+        @property
+        def cancelled(self) -> bool:
+            return self.seen >= 2
+
+    control = StopAfterTwo()
+
+    def done(_r, _c, _image) -> None:
+        control.seen += 1
+
+    grid = strength_grid(session, REQUEST, GridAxis("style", [0.0, 0.5, 1.0]), control=control,
+                         cell_done=done)
+    assert not grid.complete
+    assert [cell is not None for row in grid.cells for cell in row] == [True, True, False]
+    assert {lo.name: lo.weight for lo in session.loras} == {"style": 0.3, "ink": 0.9}
+
+
+def test_the_cli_writes_the_labelled_grid(tiny_model_dir, loras, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    run = subprocess.run([sys.executable, "-m", "lora_studio", "grid", "--model",
+                          str(tiny_model_dir), "--lora", str(loras[0]), "--strengths", "0,1",
+                          "--lora2", str(loras[1]), "--strengths2", "0,0.5",
+                          "--prompt", "a red circle", "--steps", "2", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "cell 4/4" in run.stdout
+    assert Image.open(out).size == (LABEL * 3 + 2 * 64, LABEL + 2 * 64)
+    bad = subprocess.run([sys.executable, "-m", "lora_studio", "grid", "--model",
+                          str(tiny_model_dir), "--lora", str(loras[0]), "--strengths", "0,x",
+                          "--prompt", "p", "--out", str(tmp_path / "g2.png")],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--strengths" in bad.stderr
