@@ -37,6 +37,7 @@ class LivePreview(QObject):
         self.renders_shown = 0
         self.renders_dropped = 0
         self._enabled = False
+        self._stopped = False
         self._version = 0  # bumps on every change of what the preview should show
         self._rendering: int | None = None  # the version the running render shows
         self._timer = QTimer(self)
@@ -59,13 +60,21 @@ class LivePreview(QObject):
         return self._timer.isActive() or self._rendering != self._version
 
     def set_enabled(self, on: bool) -> None:
-        self._enabled = bool(on)
+        self._enabled = bool(on) and not self._stopped
         if on:
             self.request()
         else:
             self._timer.stop()
             if self.model.is_previewing:
                 self.model.cancel()
+
+    def stop(self) -> None:
+        """For good (the window closes): nothing more is rendered, a running preview stops."""
+        self._stopped = True
+        self._enabled = False
+        self._timer.stop()
+        if self.model.is_previewing:
+            self.model.cancel()
 
     def set_prompt(self, prompt: str, negative: str = "") -> None:
         if (prompt, negative) != (self.prompt, self.negative):

@@ -208,17 +208,16 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.Yes:
                 event.ignore()
                 return
-            self.runner.cancel()
-            self.runner.wait()
         self.save_settings()
         self.shutdown()
         super().closeEvent(event)
 
-
     def shutdown(self) -> None:
-        """Stop the background readers (thumbnails, LoRA inspection, exports)."""
-        self.dataset_tab.shutdown()
+        """Stop the background work (live preview, thumbnails, LoRA inspection, exports) and
+        wait for a job still running, so no thread outlives the window."""
         self.mix_tab.shutdown()
+        self.runner.stop()
+        self.dataset_tab.shutdown()
         self.library.shutdown()
         self.base_model.shutdown()
 

@@ -136,6 +136,19 @@ class JobRunner(QObject):
         if self._control is not None:
             self._control.cancel()
 
+    def stop(self, timeout_ms: int = 60_000) -> bool:
+        """Cancel the running job and wait until it has ended and its thread is gone (the
+        terminal event is delivered meanwhile). True when nothing runs any more."""
+        from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QEventLoop
+
+        self.cancel()
+        deadline = QDeadlineTimer(timeout_ms)
+        while self._thread is not None and not deadline.hasExpired():
+            QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+            if self._thread is not None:
+                self._thread.wait(20)
+        return self._thread is None
+
     def wait(self, timeout_ms: int = 30_000) -> bool:
         """Block until the worker thread ended (used when the window closes)."""
         return self._thread.wait(timeout_ms) if self._thread is not None else True

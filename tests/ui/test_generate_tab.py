@@ -43,8 +43,7 @@ def tab(qtbot, settings, tiny_model_dir, tmp_path):
     qtbot.addWidget(tab)
     yield tab
     if runner.is_running:  # never leave a render thread behind
-        runner.cancel()
-        runner.wait(60_000)
+        runner.stop()
 
 
 def fill(tab: GenerateTab, qtbot, prompt: str = "a red star", seed: str = "42",

@@ -55,9 +55,7 @@ def window(make_window, tiny_model_dir, one_torch_thread, qtbot):
     window.show()
     window.mix_tab.preview._timer.setInterval(80)  # debounce kept, tests stay quick
     yield window
-    if window.runner.is_running:
-        window.runner.cancel()
-        window.runner.wait(60_000)
+    window.shutdown()
 
 
 def wait_library(qtbot, library, count):
@@ -302,3 +300,16 @@ def test_trigger_words_fall_back_to_the_tags_of_most_captions():
     with_phrase = LibraryItem(Path("x.safetensors"), SimpleNamespace(
         metadata={"modelspec.trigger_phrase": "zq style, ink"}, top_tags=tags))
     assert with_phrase.trigger_words == ["zq style", "ink"]
+
+
+def test_closing_the_window_stops_a_due_preview(window, qtbot, lora_dir):
+    tab = stack_two(window, qtbot, lora_dir)
+    tab.preview._timer.setInterval(300)
+    tab.preview_check.setChecked(True)
+    tab.rows()[0].spin.setValue(0.4)  # a render is due in 300 ms...
+    window.shutdown()  # ...but the window goes first
+    qtbot.wait(600)
+    assert tab.preview.renders_started == 0 and not window.runner.is_running
+    tab.rows()[0].spin.setValue(0.2)
+    qtbot.wait(400)
+    assert tab.preview.renders_started == 0

@@ -119,10 +119,11 @@ def test_defaults_are_the_quickstart_settings_with_the_trigger_word_as_prompt(qt
     tab.set_dataset(dataset_dir, "zqstar")
     cfg = tab.build_config()
     assert (cfg.train.steps, cfg.lora.rank, cfg.train.learning_rate, cfg.dataset.resolution,
-            cfg.sample.every) == (100, 8, 1e-3, 64, 25)
+            cfg.sample.every) == (1500, 8, 1e-3, 64, 250)
     assert cfg.sample.prompts == ["zqstar"]
     assert cfg.model.base == ""  # the built-in tiny model
-    assert cfg.output.format == "kohya" and cfg.lora.targets == "attention+mlp"
+    assert cfg.output.format == "kohya" and cfg.lora.targets == "attention+mlp+conv"
+    assert cfg.lora.train_text_encoder and cfg.train.batch_size == 4
     assert Path(cfg.output.path).name == cfg.output.name  # one folder per LoRA by default
     # A new trigger word replaces the prompt the form filled in, never the user's own.
     tab.set_dataset(dataset_dir, "blorp")

@@ -29,8 +29,7 @@ def tab(qtbot, settings):
     qtbot.addWidget(tab)
     yield tab
     if runner.is_running:  # never leave a training thread behind
-        runner.cancel()
-        runner.wait(60_000)
+        runner.stop()
 
 
 def configure(tab: TrainTab, base: Path, out: Path, steps: int, every: int,

@@ -142,3 +142,14 @@ def test_task_pool_delivers_results_and_errors_in_gui_thread(qtbot):
     assert threads[0] is QThread.currentThread()
     assert isinstance(errors[0], ZeroDivisionError)
     pool.shutdown()
+
+
+def test_stop_cancels_and_returns_once_the_thread_is_gone(runner, qtbot):
+    finished = []
+    runner.finished.connect(finished.append)
+    assert runner.start(steps_job(total=10_000, delay=0.01), "long")
+    qtbot.waitUntil(lambda: runner.control is not None)
+    assert runner.stop(10_000) is True
+    assert not runner.is_running and runner.job_name == ""
+    assert len(finished) == 1 and isinstance(finished[0], ev.Cancelled)
+    assert runner.stop() is True  # nothing running: nothing to do

@@ -363,6 +363,7 @@ class MixTab(PathDropMixin, QWidget):
         return count
 
     def shutdown(self) -> None:
+        self.preview.stop()  # no debounced render may start once the window goes
         self._pool.shutdown()
 
 
