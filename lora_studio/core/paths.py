@@ -9,6 +9,12 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
+def path_key(path: str | os.PathLike[str]) -> str:
+    """One spelling per file (user folder expanded, links and `..` resolved): the key by which
+    the LoRA stack and library tell whether two paths are the same file."""
+    return str(Path(path).expanduser().resolve())
+
+
 def resources_dir() -> Path:
     """The `resources/` folder: beside the package in a checkout, inside it when installed."""
     for candidate in (PACKAGE_DIR / "resources", PACKAGE_DIR.parent / "resources"):

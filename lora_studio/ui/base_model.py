@@ -16,6 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Signal
 
+from lora_studio.core.errors import error_text
 from lora_studio.ui.workers import TaskPool
 
 TINY_MODEL_LABEL = "Tiny Shapes (built-in)"
@@ -128,13 +129,8 @@ class BaseModelChoice(QObject):
                 self._description, self._ok = text, ok
                 self.described.emit(text, ok)
 
-        def failed(exc: BaseException) -> None:
-            from lora_studio.core.errors import error_text
-
-            text = error_text(exc)
-            done(text, False)
-
-        self._pool.submit(lambda: describe_spec(spec), lambda text: done(text, True), failed)
+        self._pool.submit(lambda: describe_spec(spec), lambda text: done(text, True),
+                          lambda exc: done(error_text(exc), False))
 
     def wait(self, timeout_ms: int = 10_000) -> bool:
         return self._pool.wait(timeout_ms)

@@ -22,6 +22,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Signal
 
+from lora_studio.core.errors import error_text
+from lora_studio.core.paths import path_key
 from lora_studio.ui.workers import TaskPool
 
 KEY_FOLDERS = "mix/folders"
@@ -65,18 +67,24 @@ class LibraryItem:
         return [tag for tag, count in tags if count >= max(2, most / 2)
                 and len(tag.split()) <= 4][:3]
 
+    @property
+    def arch_label(self) -> str:
+        """"SD 1.x", "SDXL", ... as the file states it ("" while it is read or when refused)."""
+        if self.info is None:
+            return ""
+        from lora_studio.core.lora.model import ARCH_LABELS
+
+        return ARCH_LABELS.get(self.info.arch or "", "architecture unknown")
+
     def summary(self) -> str:
-        """One line: "SD 1.x · rank 8 · alpha 8 · 64 modules" (or the problem)."""
+        """One line: "SD 1.x · LoRA · rank 8 · alpha 8 · 64 modules" (or the problem)."""
         if self.error is not None:
             return f"Cannot be used: {self.error}"
         if self.info is None:
             return "Reading…"
-        from lora_studio.core.lora.model import ARCH_LABELS
-
         info = self.info
-        arch = ARCH_LABELS.get(info.arch or "", "architecture unknown")
-        return (f"{arch} · {info.kind} · rank {_span(info.ranks)} · alpha {_span(info.alphas)}"
-                f" · {info.module_count} modules")
+        return (f"{self.arch_label} · {info.kind} · rank {_span(info.ranks)} · "
+                f"alpha {_span(info.alphas)} · {info.module_count} modules")
 
 
 class LoraLibrary(QObject):
@@ -109,22 +117,22 @@ class LoraLibrary(QObject):
         return tuple(self._folders)
 
     def item(self, path: str | Path) -> LibraryItem | None:
-        return self._items.get(_key(path))
+        return self._items.get(path_key(path))
 
     # ------------------------------------------------------------------ editing
     def add_files(self, paths: Iterable[str | Path]) -> int:
         """Add LoRA files (other files are ignored); returns how many were new."""
         files = [Path(p) for p in paths if Path(p).suffix.lower() == LORA_SUFFIX]
         added = self._add(files)
-        known = {_key(p) for p in self._files}
-        self._files += [p for p in files if _key(p) not in known]
+        known = {path_key(p) for p in self._files}
+        self._files += [p for p in files if path_key(p) not in known]
         self._save()
         return added
 
     def add_folder(self, folder: str | Path) -> int:
         """Add every LoRA file in `folder` and its subfolders; the folder is rescanned later."""
         folder = Path(folder)
-        if _key(folder) not in {_key(f) for f in self._folders}:
+        if path_key(folder) not in {path_key(f) for f in self._folders}:
             self._folders.append(folder)
             self._save()
         return self._add(lora_files_in(folder))
@@ -136,9 +144,9 @@ class LoraLibrary(QObject):
         return count + self.add_files(p for p in paths if p.is_file())
 
     def remove(self, path: str | Path) -> None:
-        key = _key(path)
+        key = path_key(path)
         if self._items.pop(key, None) is not None:
-            self._files = [p for p in self._files if _key(p) != key]
+            self._files = [p for p in self._files if path_key(p) != key]
             self._save()
             self.changed.emit()
 
@@ -153,11 +161,16 @@ class LoraLibrary(QObject):
             self.changed.emit()
         return added
 
+    def refresh_file(self, path: str | Path) -> None:
+        """A file was (re)written here (a training run, an export): add it, or read it again."""
+        if not self.add_files([path]):
+            self.reread(path)
+
     def reread(self, path: str | Path) -> None:
         """Read a file again (it was overwritten, e.g. by a new training run)."""
         item = self.item(path)
         if item is not None:
-            self._items[_key(path)] = LibraryItem(item.path)
+            self._items[path_key(path)] = LibraryItem(item.path)
             self._inspect(item.path)
             self.changed.emit()
 
@@ -172,7 +185,7 @@ class LoraLibrary(QObject):
     def _add(self, paths: Iterable[Path], emit: bool = True) -> int:
         added = 0
         for path in paths:
-            key = _key(path)
+            key = path_key(path)
             if key in self._items:
                 continue
             self._items[key] = LibraryItem(path)
@@ -183,7 +196,7 @@ class LoraLibrary(QObject):
         return added
 
     def _inspect(self, path: Path) -> None:
-        key = _key(path)
+        key = path_key(path)
 
         def read() -> Any:
             from lora_studio.core.lora.inspect import inspect_lora
@@ -196,11 +209,8 @@ class LoraLibrary(QObject):
                 self.changed.emit()
 
         def failed(exc: BaseException) -> None:
-            from lora_studio.core.errors import error_text
-
             if key in self._items:
-                text = error_text(exc)
-                self._items[key] = replace(self._items[key], info=None, error=text)
+                self._items[key] = replace(self._items[key], info=None, error=error_text(exc))
                 self.changed.emit()
 
         self._pool.submit(read, done, failed)
@@ -241,6 +251,3 @@ def _string_list(value: Any) -> list[str]:
         return [value]
     return [str(v) for v in value if str(v).strip()]
 
-
-def _key(path: str | Path) -> str:
-    return str(Path(path).expanduser().resolve())

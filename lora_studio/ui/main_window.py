@@ -139,10 +139,11 @@ class MainWindow(QMainWindow):
         self._show_base_model()
 
     def _show_base_model(self) -> None:
-        arch = self.base_model.description
-        ok = self.base_model.ok or not self.base_model.description
-        self.status.set_base_model(self.base_model.label + (f" ({arch})" if arch and ok else
-                                                            " (cannot be used)" if arch else ""))
+        choice = self.base_model
+        suffix = ""
+        if choice.description:  # "" while the architecture is being read
+            suffix = f" ({choice.description})" if choice.ok else " (cannot be used)"
+        self.status.set_base_model(choice.label + suffix)
 
     def _hide_tour_for_other_folders(self, report) -> None:
         sample = first_dataset_folder("")
@@ -151,8 +152,7 @@ class MainWindow(QMainWindow):
 
     def _on_lora_trained(self, path) -> None:
         """A finished run's LoRA goes into the Mix tab's library (read again if overwritten)."""
-        if not self.library.add_files([path]):
-            self.library.reread(path)
+        self.library.refresh_file(path)
         self.status.showMessage(f"Trained {path.name}: it is in the Mix tab's library.", 10000)
 
     # ------------------------------------------------------------------ drag and drop
@@ -169,7 +169,7 @@ class MainWindow(QMainWindow):
         paths = local_paths(event.mimeData())
         if self._drop_for_generate(paths) or self._drop_for_mix(paths):
             event.acceptProposedAction()
-        elif dataset_folder_for(local_paths(event.mimeData())) is not None:
+        elif dataset_folder_for(paths) is not None:
             event.acceptProposedAction()
             self.dataset_tab.drop_hint.set_highlight(True)
         else:

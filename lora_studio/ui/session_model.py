@@ -57,6 +57,7 @@ from PySide6.QtCore import QObject, Signal
 
 from lora_studio.core import events as ev
 from lora_studio.core.errors import StudioError
+from lora_studio.core.paths import path_key
 from lora_studio.core.generate.session import GenerationRequest
 from lora_studio.ui.base_model import normal_spec
 from lora_studio.ui.workers import Job, JobRunner
@@ -140,8 +141,8 @@ class SessionModel(QObject):
         return tuple(self._stack)
 
     def entry(self, path: str | Path) -> LoraEntry | None:
-        key = _key(path)
-        return next((e for e in self._stack if _key(e.path) == key), None)
+        key = path_key(path)
+        return next((e for e in self._stack if path_key(e.path) == key), None)
 
     def add_lora(self, path: str | Path, weight: float = 1.0, enabled: bool = True,
                  name: str | None = None) -> LoraEntry:
@@ -156,8 +157,8 @@ class SessionModel(QObject):
         return entry
 
     def remove_lora(self, path: str | Path) -> None:
-        key = _key(path)
-        kept = [e for e in self._stack if _key(e.path) != key]
+        key = path_key(path)
+        kept = [e for e in self._stack if path_key(e.path) != key]
         if len(kept) != len(self._stack):
             self._stack = kept
             with self._lock:
@@ -169,7 +170,7 @@ class SessionModel(QObject):
     def problem(self, path: str | Path) -> str | None:
         """Why the session refused this LoRA file at the last render, or None."""
         with self._lock:
-            return self._problems.get(_key(path))
+            return self._problems.get(path_key(path))
 
     def set_weight(self, path: str | Path, weight: float) -> None:
         self._replace(path, weight=float(weight))
@@ -182,8 +183,8 @@ class SessionModel(QObject):
         seen: set[str] = set()
         stack = []
         for entry in entries:
-            if _key(entry.path) not in seen:
-                seen.add(_key(entry.path))
+            if path_key(entry.path) not in seen:
+                seen.add(path_key(entry.path))
                 stack.append(replace(entry, path=Path(entry.path)))
         self._stack = stack
         self.stack_changed.emit()
@@ -192,9 +193,9 @@ class SessionModel(QObject):
         self.set_stack([])
 
     def _replace(self, path: str | Path, **changes: Any) -> None:
-        key = _key(path)
+        key = path_key(path)
         for i, old in enumerate(self._stack):
-            if _key(old.path) == key:
+            if path_key(old.path) == key:
                 new = replace(old, **changes)
                 if new != old:
                     self._stack[i] = new
@@ -245,7 +246,7 @@ class SessionModel(QObject):
     def _push_to_session(self, entry: LoraEntry) -> None:
         """Pass a weight / on-off change to the live session at once (no render, no reload)."""
         with self._lock:
-            session, name = self._session, self._adapters.get(_key(entry.path))
+            session, name = self._session, self._adapters.get(path_key(entry.path))
         if session is None or name is None:
             return
         try:
@@ -290,8 +291,8 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
 
     Returns ({file key: adapter name} of the LoRAs loaded, {file key: why it was refused}); a
     refused file is left out and the others are applied."""
-    wanted = {_key(e.path): e for e in stack}
-    loaded = {_key(lo.path): lo for lo in session.loras}
+    wanted = {path_key(e.path): e for e in stack}
+    loaded = {path_key(lo.path): lo for lo in session.loras}
     for key, lora in loaded.items():
         if key not in wanted:
             session.remove_lora(lora.name)
@@ -305,7 +306,7 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
             except StudioError as exc:
                 problems[key] = f"{entry.path.name} was left out: {exc.user_message()}"
                 continue
-            name = next(lo.name for lo in session.loras if _key(lo.path) == key)
+            name = next(lo.name for lo in session.loras if path_key(lo.path) == key)
             adapters[key] = name
             if not entry.enabled:
                 session.set_enabled(name, False)
@@ -317,8 +318,5 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
             session.set_enabled(lora.name, entry.enabled)
     return adapters, problems
 
-
-def _key(path: str | Path) -> str:
-    return str(Path(path).expanduser().resolve())
 
 

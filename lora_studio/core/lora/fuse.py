@@ -24,12 +24,13 @@ def fused_pipeline(model_spec: Any, items: list[tuple[str | os.PathLike[str], fl
 
     if not items:
         raise LoraFormatError("Nothing to fuse: give at least one --lora FILE:WEIGHT.")
-    pipe = load_pipeline(model_spec)
-    names = []
-    for index, (path, _weight) in enumerate(items):
+    for path, _weight in items:  # before the (maybe large) model is loaded
         if not Path(path).is_file():
             raise LoraFormatError(f"{path} does not exist or is not a file.",
                                   "Check the path of each LoRA to fuse.")
+    pipe = load_pipeline(model_spec)
+    names = []
+    for index, (path, _weight) in enumerate(items):
         report = load_lora_into_pipeline(pipe, path, f"fuse_{index}")
         names.append(report.adapter_name)
     pipe.set_adapters(names, [float(w) for _, w in items])

@@ -27,8 +27,7 @@ def resize_lora(source: str | os.PathLike[str], *, rank: int | None = None,
                               "(--keep 0.95).")
     original = read_lora(source)
     result = merge_loras([(original, 1.0)], rank=rank, keep=keep)
-    meta = {k: v for k, v in original.metadata.items()
-            if k not in ("sshs_model_hash", "sshs_legacy_hash", "lora_adapter_metadata")}
+    meta = dict(original.metadata)  # write_lora recomputes the hashes and layout keys
     how = f"rank {rank}" if rank is not None else f"keeping {100 * keep:g} % per module"
     comment = f"Resized by SVD ({how}) from {Path(source).name}; kept " \
               f"{100 * result.overall_retained:.2f} % of the update"

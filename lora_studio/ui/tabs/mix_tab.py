@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lora_studio.core.errors import error_text
 from lora_studio.ui.live_preview import LivePreview
 from lora_studio.ui.lora_library import LORA_SUFFIX, LoraLibrary
 from lora_studio.ui.session_model import LoraEntry, SessionModel
@@ -202,8 +203,7 @@ class MixTab(PathDropMixin, QWidget):
             elif (row.weight, row.enabled_box.isChecked()) != (entry.weight, entry.enabled):
                 row.set_values(entry.weight, entry.enabled)
             item = self.library.item(entry.path)
-            row.detail_label.setText(item.summary().split(" · ")[0] if item and item.usable
-                                     else "")
+            row.detail_label.setText(item.arch_label if item is not None else "")
             self.rows_layout.insertWidget(index, row)
         self.stack_hint.setVisible(not stack)
         self.copy_tags_button.setEnabled(bool(stack))
@@ -250,12 +250,10 @@ class MixTab(PathDropMixin, QWidget):
     def _run(self, fn, done_text: str) -> None:
         def done(path: Path) -> None:
             self._say(done_text)
-            self.library.add_files([path]) or self.library.reread(path)
+            self.library.refresh_file(path)
             self.exported.emit(Path(path))
 
         def failed(exc: BaseException) -> None:
-            from lora_studio.core.errors import error_text
-
             text = error_text(exc)
             self._say(f"Not saved: {text}")
             self.export_failed.emit(text)

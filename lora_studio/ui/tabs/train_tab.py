@@ -41,6 +41,7 @@ from lora_studio.core.dataset import DatasetReport
 from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
+from lora_studio.ui.base_model import normal_spec
 from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.train_form import TrainForm
 from lora_studio.ui.widgets.train_run_view import TrainRunView, format_eta
@@ -283,7 +284,7 @@ class TrainTab(QWidget):
         base = cfg.model.base
         self.form.set_config(cfg)
         self._update_buttons()
-        if base and base != "tiny":
+        if normal_spec(base) is not None:  # a preset for the built-in model changes nothing
             self.base_model_requested.emit(base)
         return cfg
 

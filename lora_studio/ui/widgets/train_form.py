@@ -345,10 +345,6 @@ class TrainForm(QWidget):
                                 "right)</span>")
         self.base_label.setToolTip(spec or "The built-in tiny model")
 
-    @property
-    def base_model(self) -> str:
-        return self._base_spec
-
     def set_editable(self, editable: bool) -> None:
         """Lock the settings while a run uses them."""
         for box in self.findChildren(QGroupBox):

@@ -69,8 +69,9 @@ def base_quality(pipe, seeds: Sequence[int] = SEEDS, scenes: Sequence[world.Scen
     return score(scenes, render(pipe, prompts, seeds, **render_kw), len(seeds))
 
 
-def concept_scenes(shape: str = "star", texture: str = "plain") -> list[world.Scene]:
-    """One scene per color x background x size for a concept (30)."""
+def concept_test_scenes(shape: str = "star", texture: str = "plain") -> list[world.Scene]:
+    """The test prompts of a concept: one per color x background x size (30). (A concept's
+    training pictures are `sample_data.concept_scenes`.)"""
     return [world.Scene(shape, c, z, b, texture=texture) for c in world.COLORS
             for b in world.BACKGROUNDS for z in world.SIZES]
 
@@ -79,7 +80,7 @@ def concept_quality(pipe, trigger: str, shape: str = "star", texture: str = "pla
                     seeds: Sequence[int] = SEEDS, **render_kw) -> QualityReport:
     """The trigger prompts (`"<trigger>, a large red star on a white background"`), scored with
     the concept's own shape / texture as the truth."""
-    scenes = concept_scenes(shape, texture)
+    scenes = concept_test_scenes(shape, texture)
     prompts = [s.caption(trigger=trigger) for s in scenes]
     return score(scenes, render(pipe, prompts, seeds, **render_kw), len(seeds),
                  texture=texture != "plain")

@@ -56,23 +56,30 @@ def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
     return names[int(np.argmin(((colors - rgb) ** 2).sum(axis=1)))]
 
 
+def _flood(mask: np.ndarray, seeds, seen: np.ndarray) -> list[tuple[int, int]]:
+    """The pixels of `mask` 4-connected to `seeds` and not yet `seen` (marked seen now); a small
+    image, so a plain BFS is enough."""
+    height, width = mask.shape
+    queue = deque((y, x) for y, x in seeds if mask[y, x] and not seen[y, x])
+    for y, x in queue:
+        seen[y, x] = True
+    region = []
+    while queue:
+        y, x = queue.popleft()
+        region.append((y, x))
+        for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
+                seen[ny, nx] = True
+                queue.append((ny, nx))
+    return region
+
+
 def _largest_region(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected True region of `mask` (a small image: plain BFS is enough)."""
+    """The largest 4-connected True region of `mask`."""
     seen = np.zeros_like(mask, dtype=bool)
     best: list[tuple[int, int]] = []
-    height, width = mask.shape
     for sy, sx in zip(*np.nonzero(mask)):
-        if seen[sy, sx]:
-            continue
-        region, queue = [], deque([(sy, sx)])
-        seen[sy, sx] = True
-        while queue:
-            y, x = queue.popleft()
-            region.append((y, x))
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-                if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    queue.append((ny, nx))
+        region = _flood(mask, [(sy, sx)], seen)
         if len(region) > len(best):
             best = region
     out = np.zeros_like(mask, dtype=bool)
@@ -84,24 +91,12 @@ def _largest_region(mask: np.ndarray) -> np.ndarray:
 
 def _fill_holes(region: np.ndarray) -> np.ndarray:
     """The region with its holes filled (what the background reaches from the border stays)."""
-    outside = _largest_region_from_border(~region)
+    height, width = region.shape
+    border = [(y, x) for y in range(height) for x in (0, width - 1)]
+    border += [(y, x) for x in range(width) for y in (0, height - 1)]
+    outside = np.zeros_like(region, dtype=bool)
+    _flood(~region, border, outside)
     return ~outside
-
-
-def _largest_region_from_border(mask: np.ndarray) -> np.ndarray:
-    height, width = mask.shape
-    reached = np.zeros_like(mask, dtype=bool)
-    queue = deque((y, x) for y in range(height) for x in (0, width - 1) if mask[y, x])
-    queue.extend((y, x) for x in range(width) for y in (0, height - 1) if mask[y, x])
-    for y, x in queue:
-        reached[y, x] = True
-    while queue:
-        y, x = queue.popleft()
-        for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
-            if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not reached[ny, nx]:
-                reached[ny, nx] = True
-                queue.append((ny, nx))
-    return reached
 
 
 def _hull_area(points: np.ndarray) -> float:
