@@ -233,3 +233,11 @@ def test_the_last_settings_come_back_in_a_new_tab(qtbot, settings, dataset_dir):
     assert again.form.steps_spin.value() == 6 and again.form.rank_spin.value() == 16
     assert again.form.dataset_path == ""  # the dataset comes from the Dataset tab
     assert again.form.output_edit.text() == ""  # the automatic output folder stays automatic
+
+
+def test_before_a_run_the_progress_bar_counts_the_forms_steps(qtbot, settings):
+    tab = make_tab(qtbot, settings)
+    assert tab.progress.maximum() == tab.form.steps_spin.value() == 1500
+    tab.form.steps_spin.setValue(321)
+    assert (tab.progress.value(), tab.progress.maximum()) == (0, 321)
+    assert tab.progress.text() == "0 / 321 steps"

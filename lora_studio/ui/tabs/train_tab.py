@@ -110,6 +110,8 @@ class TrainTab(QWidget):
         self.trained_lora: Path | None = None  # the LoRA the last finished run saved
         self._build()
         self._restore_settings()
+        self.form.steps_spin.valueChanged.connect(self._show_planned_steps)
+        self._show_planned_steps(self.form.steps_spin.value())
         runner.event.connect(self._on_event)
         runner.finished.connect(self._on_finished)
         runner.started.connect(lambda name: self._update_buttons())
@@ -326,6 +328,11 @@ class TrainTab(QWidget):
         if not self.form.output_edit.text().strip():
             saved.output.path = ""  # an automatic output folder stays automatic
         self._settings.setValue(KEY_LAST_CONFIG, config_to_toml(saved))
+
+    def _show_planned_steps(self, steps: int) -> None:
+        """Before a run the bar reads "0 / <the form's steps>", not Qt's default of 100."""
+        if self.last_config is None and not self._ours:
+            self.progress.setRange(0, max(1, steps))
 
     def _update_buttons(self) -> None:
         running = self._runner.is_running
