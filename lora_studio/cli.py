@@ -109,7 +109,11 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate images with a base model and LoRAs")
     p.add_argument("--model", default=None, help="diffusers folder, hub id or checkpoint file "
                    "(default: the built-in tiny model)")
-    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT][:lbw=BLOCKS]",
+                   help="a LoRA and its weight; repeat for several. `:lbw=` gives A1111 LoRA "
+                        "Block Weight factors: a preset (ALL, NONE, INS, IND, INALL, MIDD, "
+                        "OUTD, OUTS, OUTALL, ALL0.5, NO_TE, STYLE) or 17 numbers BASE,IN01,"
+                        "IN02,IN04,IN05,IN07,IN08,MID,OUT03,...,OUT11")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")
     p.add_argument("--steps", type=int, default=20)
@@ -207,8 +211,12 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="base model (default: the built-in one)")
     p.add_argument("--lora", type=Path, required=True, help="the LoRA on the rows")
     p.add_argument("--strengths", default="0,0.25,0.5,0.75,1", help="its strengths, e.g. 0,0.5,1")
+    p.add_argument("--lbw", default=None, metavar="BLOCKS",
+                   help="block weights of the first LoRA (a preset such as OUTALL, or 17 "
+                        "numbers), kept at every strength")
     p.add_argument("--lora2", type=Path, default=None, help="a second LoRA, on the columns")
     p.add_argument("--strengths2", default="0,0.5,1", help="the second LoRA's strengths")
+    p.add_argument("--lbw2", default=None, metavar="BLOCKS", help="the second LoRA's")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")
     p.add_argument("--seed", type=int, default=1234)
@@ -224,6 +232,7 @@ def _run_grid(args: argparse.Namespace) -> int:
     from lora_studio.core.fileio import atomic_write_with
     from lora_studio.core.generate.grid import GridAxis, strength_grid
     from lora_studio.core.generate.session import GenerationRequest, GenerationSession
+    from lora_studio.core.lora.block_weights import BlockWeights
 
     def numbers(text: str, key: str) -> list[float]:
         try:
@@ -232,12 +241,16 @@ def _run_grid(args: argparse.Namespace) -> int:
             raise ConfigError(key, f"{text!r} is not a list of numbers",
                               "Write them like 0,0.5,1.") from None
 
+    def blocks(text: str | None) -> BlockWeights | None:
+        return BlockWeights.parse(text) if text is not None else None
+
+    row_blocks, col_blocks = blocks(args.lbw), blocks(args.lbw2)  # bad input: before loading
     session = GenerationSession(args.model)
-    rows = GridAxis(session.add_lora(args.lora).adapter_name,
+    rows = GridAxis(session.add_lora(args.lora, block_weights=row_blocks).adapter_name,
                     numbers(args.strengths, "--strengths"))
     cols = None
     if args.lora2 is not None:
-        cols = GridAxis(session.add_lora(args.lora2).adapter_name,
+        cols = GridAxis(session.add_lora(args.lora2, block_weights=col_blocks).adapter_name,
                         numbers(args.strengths2, "--strengths2"))
     request = GenerationRequest(args.prompt, negative=args.negative, steps=args.steps,
                                 cfg=args.cfg, seed=args.seed, sampler=args.sampler)

@@ -93,3 +93,21 @@ def test_the_cli_writes_the_labelled_grid(tiny_model_dir, loras, tmp_path):
                           "--prompt", "p", "--out", str(tmp_path / "g2.png")],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--strengths" in bad.stderr
+
+
+def test_the_cli_grid_keeps_block_weights_at_every_strength(tiny_model_dir, loras, tmp_path,
+                                                            one_torch_thread):
+    """`--lbw NONE`: every block at 0, so strength 1 renders the base like strength 0."""
+    from PIL import Image
+
+    from lora_studio.cli import main
+
+    out = tmp_path / "grid.png"
+    assert main(["grid", "--model", str(tiny_model_dir), "--lora", str(loras[0]), "--strengths",
+                 "0,1", "--lbw", "NONE", "--prompt", "a red circle", "--steps", "2",
+                 "--out", str(out)]) == 0
+    grid = pixels(Image.open(out))
+    zero, one = (grid[LABEL + r * 64:LABEL + (r + 1) * 64, LABEL * 3:] for r in (0, 1))
+    assert np.abs(zero - one).max() <= 1
+    assert main(["grid", "--model", str(tiny_model_dir), "--lora", str(loras[0]),
+                 "--lbw", "1,2,3", "--prompt", "p", "--out", str(tmp_path / "g.png")]) != 0

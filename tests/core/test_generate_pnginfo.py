@@ -45,8 +45,10 @@ def test_parses_a_real_a1111_string():
     assert (p["model"], p["model_hash"]) == ("v1-5-pruned-emaonly", "6ce0161689")
     assert p["version"] == "v1.10.1"
     assert p["loras"] == [
-        {"name": "add_detail", "weight": 0.6, "te_weight": None, "hash": "7c6bad76eb54"},
-        {"name": "film_grain", "weight": 0.8, "te_weight": 0.3, "hash": "0123456789ab"},
+        {"name": "add_detail", "weight": 0.6, "te_weight": None, "lbw": None,
+         "hash": "7c6bad76eb54"},
+        {"name": "film_grain", "weight": 0.8, "te_weight": 0.3, "lbw": None,
+         "hash": "0123456789ab"},
     ]
     extra = p["extra"]
     assert extra["Clip skip"] == "2"
@@ -100,7 +102,7 @@ def test_round_trip_with_multiline_prompt_and_quoted_values():
         30, "DPM++ 2M SDE", "Exponential", 5.5)
     assert (p["seed"], p["width"], p["height"]) == (4294967295, 640, 384)
     assert (p["model"], p["model_hash"]) == ("my model, v2: final", "0a1b2c3d4e")
-    assert p["loras"] == [{"name": "style", "weight": 0.75, "te_weight": None,
+    assert p["loras"] == [{"name": "style", "weight": 0.75, "te_weight": None, "lbw": None,
                            "hash": "3a5b6c7d8e9f"}]
     assert p["version"] == "lora-studio 0.1.0" and p["extra"] == {}
 
@@ -165,3 +167,25 @@ def test_model_hash_is_a1111s_for_a_file_and_the_unet_for_a_folder(tmp_path):
     unet.write_bytes(b"unet weights")
     assert model_hash(tmp_path / "folder") == hashlib.sha256(b"unet weights").hexdigest()[:10]
     assert model_hash(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("prompt, weight, te, lbw", [
+    ("<lora:x:0.8:lbw=OUTALL>", 0.8, None, "OUTALL"),
+    ("<lora:x:1:1:lbw=1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1>", 1.0, 1.0,
+     "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1"),
+    ("<lora:x:0.5:OUTS>", 0.5, None, "OUTS"),  # LBW's older positional form
+    ("<lora:x:0.5:lbw=junk>", 0.5, None, "junk"),  # kept as written: the session says why
+    ("<lora:x:0.5:dyn=4>", 0.5, None, None),
+])
+def test_prompt_lora_keeps_block_weights(prompt, weight, te, lbw):
+    clean, (tag,) = parse_prompt_loras(f"a cat, {prompt}, hat")
+    assert clean == "a cat, hat"
+    assert (tag.name, tag.weight, tag.te_weight, tag.lbw) == ("x", weight, te, lbw)
+
+
+def test_format_writes_block_weights_into_the_tag_and_reads_them_back():
+    text = format_parameters("a cat", "", 4, "Euler a", None, 7, 1, 64, 64, "m", None,
+                             [("style", 0.8, "aaaaaaaaaaaa", "OUTALL"), ("ink", 1.0, None, None)])
+    assert text.split("\n")[0] == "a cat, <lora:style:0.8:lbw=OUTALL>, <lora:ink:1>"
+    assert [(lo["name"], lo["lbw"]) for lo in parse_parameters(text)["loras"]] == [
+        ("style", "OUTALL"), ("ink", None)]

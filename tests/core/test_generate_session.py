@@ -242,8 +242,10 @@ def test_lora_listing_and_png_info(lora_session, lora_files, tmp_path):
     params = parse_parameters(read_png_parameters(result.path))
     assert params["prompt"] == "a red circle, <lora:style:0.7>, <lora:ink.v2:1>"
     assert params["loras"] == [
-        {"name": "style", "weight": 0.7, "te_weight": None, "hash": short_hash(style)},
-        {"name": "ink.v2", "weight": 1.0, "te_weight": None, "hash": short_hash(ink)},
+        {"name": "style", "weight": 0.7, "te_weight": None, "lbw": None,
+         "hash": short_hash(style)},
+        {"name": "ink.v2", "weight": 1.0, "te_weight": None, "lbw": None,
+         "hash": short_hash(ink)},
     ]
     assert params["model"] == session.model_name and len(params["model_hash"]) == 10
 

@@ -89,3 +89,23 @@ def test_a_damaged_lora_is_refused_before_the_model_loads(tmp_path):
     # The LoRA is named, not the (missing) model: the file was checked first.
     assert "half.safetensors" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_block_weights_on_the_command_line_reach_the_png_info(tiny_model_dir, tmp_path, capsys):
+    from lora_studio.cli import main
+    from lora_studio.core.generate.pnginfo import parse_parameters, read_png_parameters
+
+    style = make_lora_file(tiny_model_dir, tmp_path / "style.safetensors", seed=1)
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(tiny_model_dir), "--lora",
+                 f"{style}:0.8:lbw=OUTALL", "--prompt", "a cat", "--steps", "2", "--seed", "3",
+                 "--out", str(out)]) == 0
+    assert "block weights OUTALL" in capsys.readouterr().out
+    (png,) = out.glob("*.png")
+    params = parse_parameters(read_png_parameters(png))
+    assert params["prompt"] == "a cat, <lora:style:0.8:lbw=OUTALL>"
+
+    code = main(["generate", "--model", str(tiny_model_dir), "--lora", f"{style}:0.8:lbw=1,0",
+                 "--prompt", "a cat", "--out", str(tmp_path / "out2")])
+    err = capsys.readouterr().err
+    assert code != 0 and "17 numbers" in err and "got 2" in err

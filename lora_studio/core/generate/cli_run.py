@@ -12,20 +12,36 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from lora_studio.core import events
 from lora_studio.core.errors import StudioError
+from lora_studio.core.lora.block_weights import BlockWeights
 
 _MAX_UNMATCHED_SHOWN = 5
+_LBW = ":lbw="
 
 
-def parse_lora_arg(value: str) -> tuple[Path, float]:
-    """`FILE[:WEIGHT]` → (path, weight).
+class LoraArg(NamedTuple):
+    path: Path
+    weight: float = 1.0
+    block_weights: BlockWeights | None = None
+
+
+def parse_lora_arg(value: str) -> LoraArg:
+    """`FILE[:WEIGHT][:lbw=BLOCKS]` → LoraArg(path, weight, block_weights).
 
     Splits on the last colon only when what follows is a number, so Windows paths work:
     `C:\\loras\\style.safetensors:0.8` → (`C:\\loras\\style.safetensors`, 0.8), and
-    `C:\\loras\\style.safetensors` → weight 1. A file that exists under the whole name wins."""
+    `C:\\loras\\style.safetensors` → weight 1. A file that exists under the whole name wins.
+    `:lbw=` takes A1111 LoRA Block Weight factors, as in a prompt tag: a preset (`OUTALL`) or
+    17 numbers (`1,0,0,...`); ones that cannot be read are a StudioError."""
     value = value.strip()
+    block_weights = None
+    cut = value.lower().rfind(_LBW)
+    if cut > 0 and not Path(value).is_file():
+        block_weights = BlockWeights.parse(value[cut + len(_LBW):])
+        value = value[:cut]
     head, sep, tail = value.rpartition(":")
     if sep and head and not Path(value).is_file():
         try:
@@ -33,8 +49,8 @@ def parse_lora_arg(value: str) -> tuple[Path, float]:
         except ValueError:
             weight = math.nan
         if math.isfinite(weight):
-            return Path(head), weight
-    return Path(value), 1.0
+            return LoraArg(Path(head), weight, block_weights)
+    return LoraArg(Path(value), 1.0, block_weights)
 
 
 def _report_line(path: Path, report) -> str:
@@ -88,7 +104,7 @@ def run_generate_command(args: argparse.Namespace) -> int:
     from lora_studio.core.lora.formats import read_lora
 
     loras = [parse_lora_arg(spec) for spec in args.lora]
-    for path, _ in loras:
+    for path, _, _ in loras:
         if not path.is_file():
             raise StudioError(f"LoRA file not found: {path}",
                               "Check the path; give a weight as FILE:0.8.")
@@ -99,9 +115,12 @@ def run_generate_command(args: argparse.Namespace) -> int:
         count=args.count, out_dir=Path(args.out),
     )
     session = GenerationSession(args.model)
-    for path, weight in loras:
-        report = session.add_lora(path, weight=weight)
-        print(_report_line(path, report), flush=True)
+    for path, weight, block_weights in loras:
+        report = session.add_lora(path, weight=weight, block_weights=block_weights)
+        line = _report_line(path, report)
+        if block_weights is not None:
+            line += f"; block weights {block_weights.notation()}"
+        print(line, flush=True)
     control = JobControl()
     progress = _ConsoleProgress()
     try:

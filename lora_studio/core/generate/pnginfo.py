@@ -8,7 +8,9 @@ The text is what AUTOMATIC1111 writes and reads (Forge, ComfyUI loaders and civi
     Model hash: 6ce0161689, Model: v1-5-pruned, Lora hashes: "style: 3a5b6c7d8e9f", Version: ...
 
 (the last line is one line). A1111 keeps `<lora:name:weight>` tags in the prompt, so they are
-appended to line 1 for every LoRA used that the prompt does not already name. Values holding
+appended to line 1 for every LoRA used that the prompt does not already name; a LoRA used with
+block weights gets them in its tag as the LoRA Block Weight extension spells them
+(`<lora:name:0.8:lbw=OUTALL>`, or `lbw=` and 17 numbers). Values holding
 `,` `:` or a newline are JSON-quoted, as A1111's `quote()` does; "Schedule type" is left out
 when it is "Automatic", as A1111 does.
 
@@ -50,11 +52,15 @@ _TIDY = (
 
 class PromptLora(tuple):
     """A `<lora:name:weight>` tag: unpacks as `(name, weight)`; `te_weight` holds the text
-    encoder weight when the tag gave one (`<lora:name:te:unet>` or `te=`), else None."""
+    encoder weight when the tag gave one (`<lora:name:te:unet>` or `te=`), else None; `lbw`
+    the block weights as written (`lbw=OUTALL` / `lbw=1,0,...`, or LBW's older positional
+    `<lora:name:1:OUTALL>`), else None. `lbw` is not checked here: the session reads it."""
 
-    def __new__(cls, name: str, weight: float, te_weight: float | None = None):
+    def __new__(cls, name: str, weight: float, te_weight: float | None = None,
+                lbw: str | None = None):
         obj = super().__new__(cls, (name, weight))
         obj.te_weight = te_weight
+        obj.lbw = lbw
         return obj
 
     @property
@@ -67,29 +73,43 @@ class PromptLora(tuple):
 
     def __repr__(self) -> str:
         te = f", te_weight={self.te_weight}" if self.te_weight is not None else ""
-        return f"PromptLora({self.name!r}, {self.weight}{te})"
+        lbw = f", lbw={self.lbw!r}" if self.lbw is not None else ""
+        return f"PromptLora({self.name!r}, {self.weight}{te}{lbw})"
 
 
-def _parse_tag_args(args: list[str]) -> tuple[float, float | None]:
-    """A1111's tag arguments: positional te, unet (unet defaults to te) or named te=/unet=."""
+def _parse_tag_args(args: list[str]) -> tuple[float, float | None, str | None]:
+    """A1111's tag arguments: positional te, unet (unet defaults to te) or named te=/unet=;
+    block weights as `lbw=` or, in LBW's older syntax, a positional preset name / number list."""
     positional: list[float] = []
     named: dict[str, float] = {}
+    lbw: str | None = None
     for arg in args:
         arg = arg.strip()
         if not arg:
             continue
         key, eq, value = arg.partition("=")
+        if eq and key.strip().lower() == "lbw":
+            lbw = value.strip()
+            continue
         try:
             if eq:
                 named[key.strip().lower()] = float(value)
             else:
                 positional.append(float(arg))
         except ValueError:
+            if not eq and lbw is None and ("," in arg or arg.upper() in _preset_names()):
+                lbw = arg
             continue  # e.g. `dyn=` or junk: ignored, as A1111 does for what it cannot parse
     te = named.get("te", positional[0] if positional else 1.0)
     unet = named.get("unet", positional[1] if len(positional) > 1 else te)
     te_weight = te if ("te" in named or len(positional) > 1 or "unet" in named) else None
-    return unet, te_weight
+    return unet, te_weight, lbw
+
+
+def _preset_names() -> set[str]:
+    from lora_studio.core.lora.block_weights import PRESETS
+
+    return {name.upper() for name in PRESETS}
 
 
 def parse_prompt_loras(prompt: str) -> tuple[str, list[PromptLora]]:
@@ -101,13 +121,18 @@ def parse_prompt_loras(prompt: str) -> tuple[str, list[PromptLora]]:
     """
     found: list[PromptLora] = []
     for match in _LORA_TAG.finditer(prompt):
-        weight, te = _parse_tag_args(match.group(2).split(":")[1:])
-        found.append(PromptLora(match.group(1).strip(), weight, te))
+        weight, te, lbw = _parse_tag_args(match.group(2).split(":")[1:])
+        found.append(PromptLora(match.group(1).strip(), weight, te, lbw))
     clean = prompt
     for pattern, replacement in _TIDY:
         clean = pattern.sub(replacement, clean)
     lines = [re.sub(r"[ \t]{2,}", " ", line).strip() for line in clean.split("\n")]
     return "\n".join(lines).strip(), found
+
+
+def lora_tag(name: str, weight: float, lbw: str | None = None) -> str:
+    """`<lora:name:weight>`, or `<lora:name:weight:lbw=...>` with block weights (A1111 + LBW)."""
+    return f"<lora:{name}:{format_number(weight)}" + (f":lbw={lbw}>" if lbw else ">")
 
 
 # ------------------------------------------------------------------ formatting
@@ -147,13 +172,14 @@ def format_parameters(
     height: int,
     model_name: str | None,
     model_hash: str | None,
-    loras: Sequence[tuple[str, float, str | None]] = (),
+    loras: Sequence[tuple[Any, ...]] = (),
     version: str | None = None,
 ) -> str:
-    """The A1111 `parameters` text. `loras` holds `(name, weight, short_hash)` for each LoRA used;
-    their `<lora:name:weight>` tags are appended to the prompt when it does not name them."""
+    """The A1111 `parameters` text. `loras` holds `(name, weight, short_hash[, lbw])` for each
+    LoRA used; their `<lora:name:weight[:lbw=...]>` tags are appended to the prompt when it
+    does not name them."""
     named = {tag.name.lower() for tag in parse_prompt_loras(prompt)[1]}
-    missing = [f"<lora:{name}:{format_number(w)}>" for name, w, _ in loras
+    missing = [lora_tag(name, w, *rest[1:2]) for name, w, *rest in loras
                if name.lower() not in named]
     line1 = prompt.strip()
     if missing:
@@ -168,7 +194,7 @@ def format_parameters(
         ("Model hash", model_hash or None),
         ("Model", model_name or None),
     ]
-    hashes = [f"{name}: {h}" for name, _, h in loras if h]
+    hashes = [f"{name}: {h}" for name, _, h, *_ in loras if h]
     fields.append(("Lora hashes", ", ".join(hashes) if hashes else None))
     fields.append(("Version", version))
     line3 = ", ".join(f"{k}: {_quote(v)}" for k, v in fields if v is not None)
@@ -212,8 +238,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
 
     Keys: prompt (with its `<lora:...>` tags, as A1111 keeps them), negative_prompt, steps,
     sampler, schedule_type (None when absent = Automatic), cfg, seed, width, height, model,
-    model_hash, loras (list of {"name", "weight", "te_weight", "hash"}: from the tags and from
-    "Lora hashes"; weight None for a hash with no tag), version, and `extra`: every other
+    model_hash, loras (list of {"name", "weight", "te_weight", "lbw", "hash"}: from the tags and
+    from "Lora hashes"; weight None for a hash with no tag), version, and `extra`: every other
     `Key: value` as strings (A1111 writes many: Clip skip, Hires upscale, ADetailer ...).
     Missing values are None. Follows A1111's parser: the last line is the settings line when it
     holds at least 3 `Key: value` pairs; everything before "Negative prompt:" is the prompt.
@@ -241,11 +267,12 @@ def parse_parameters(text: str) -> dict[str, Any]:
     loras: list[dict[str, Any]] = []
     for tag in parse_prompt_loras(prompt)[1]:
         loras.append({"name": tag.name, "weight": tag.weight, "te_weight": tag.te_weight,
-                      "hash": hashes.get(tag.name)})
+                      "lbw": tag.lbw, "hash": hashes.get(tag.name)})
     tagged = {entry["name"] for entry in loras}
     for name, short in hashes.items():
         if name not in tagged:
-            loras.append({"name": name, "weight": None, "te_weight": None, "hash": short})
+            loras.append({"name": name, "weight": None, "te_weight": None, "lbw": None,
+                          "hash": short})
     return {
         "prompt": prompt,
         "negative_prompt": "\n".join(negative_lines).strip(),

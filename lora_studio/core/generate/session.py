@@ -15,7 +15,13 @@ Conventions (A1111's, so results and PNG info carry over):
   for it even when switched off on its slider; the session's own weights are restored afterwards.
   A tag naming no loaded LoRA is reported with a `Log` warning and otherwise ignored. A tag's
   separate text-encoder weight (`<lora:name:te:unet>`) is not applied: the UNet weight is used
-  for the whole LoRA (a warning says so).
+  for the whole LoRA (a warning says so). A tag is the whole setting of its LoRA, as in A1111:
+  `<lora:name:0.8:lbw=OUTALL>` (or `lbw=` 17 numbers) sets block weights for the render, and a
+  tag without `lbw=` renders all blocks at its weight (a note says when that drops the LoRA's
+  own block weights). An `lbw=` that cannot be read is a StudioError.
+- Block weights (`set_block_weights`, `lora.block_weights`): per-block factors on a LoRA's
+  strength, applied through diffusers' dict form of `set_adapters` (see `generate.adapters`).
+  PNG info writes them into the LoRA's tag as `:lbw=...`, so A1111 users can re-use it.
 - width/height None → the model's native size (`unet.sample_size * vae_scale_factor`: 64 for the
   tiny model, 512 SD1, 768 SD2-v, 1024 SDXL).
 
@@ -36,8 +42,10 @@ from typing import Any
 from lora_studio.core import events
 from lora_studio.core.errors import ConfigError, LoraFormatError, StudioError
 from lora_studio.core.generate import pnginfo
+from lora_studio.core.generate.adapters import ActiveAdapter, set_adapter_weights
 from lora_studio.core.generate.preview import step_callback
 from lora_studio.core.generate.samplers import make_scheduler, resolve_sampler
+from lora_studio.core.lora.block_weights import BlockWeights, normalized
 
 _ARCH_SIZES = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}
 
@@ -77,6 +85,7 @@ class SessionLora:
     short_hash: str  # A1111's 12-hex LoRA hash ("" when it could not be computed)
     report: Any  # lora.apply.LoadReport
     alias: str | None = None  # ss_output_name from the file's metadata
+    block_weights: BlockWeights | None = None  # None: every block at `weight`
 
     @property
     def prompt_name(self) -> str:
@@ -89,6 +98,11 @@ class _ActiveLora:
     lora: SessionLora
     weight: float
     tag_name: str  # the name written to PNG info
+    block_weights: BlockWeights | None = None
+
+    @property
+    def adapter(self) -> ActiveAdapter:
+        return self.lora.name, self.weight, self.block_weights
 
 
 @dataclass
@@ -179,7 +193,8 @@ class GenerationSession:
         """The loaded LoRAs in load order (copies: change them through the session)."""
         return [replace(lora) for lora in self._loras.values()]
 
-    def add_lora(self, path: str | Path, weight: float = 1.0, name: str | None = None):
+    def add_lora(self, path: str | Path, weight: float = 1.0, name: str | None = None,
+                 block_weights: BlockWeights | None = None):
         """Load a LoRA file into the pipeline as a new adapter; returns its LoadReport.
 
         Raises LoraFormatError when the file is refused or none of its modules fit the model
@@ -202,7 +217,8 @@ class GenerationSession:
                     "pick a LoRA trained for this one.",
                 )
             self._loras[adapter] = SessionLora(
-                adapter, path, float(weight), True, _short_hash(path), report, _alias(path))
+                adapter, path, float(weight), True, _short_hash(path), report, _alias(path),
+                normalized(block_weights))
             self._apply_adapters()
         return report
 
@@ -221,6 +237,11 @@ class GenerationSession:
         self._get(name).enabled = bool(enabled)
         self._apply_if_idle()
 
+    def set_block_weights(self, name: str, block_weights: BlockWeights | None) -> None:
+        """Per-block factors on the LoRA's strength; None (or all ones): every block at it."""
+        self._get(name).block_weights = normalized(block_weights)
+        self._apply_if_idle()
+
     def _get(self, name: str) -> SessionLora:
         if name not in self._loras:
             known = ", ".join(self._loras) or "none"
@@ -234,19 +255,20 @@ class GenerationSession:
             finally:
                 self._lock.release()
 
-    def _apply_adapters(self, active: list[tuple[str, float]] | None = None) -> None:
+    def _apply_adapters(self, active: list[ActiveAdapter] | None = None) -> None:
         """Make the pipeline's active adapters and scales match `active` (default: the
-        session's enabled LoRAs at their weights). Call with the lock held."""
+        session's enabled LoRAs at their weights and block weights). Call with the lock held."""
         pipe = self._pipe
         if pipe is None or not self._loras:
             return
         if active is None:
-            active = [(lo.name, lo.weight) for lo in self._loras.values() if lo.enabled]
+            active = [(lo.name, lo.weight, lo.block_weights)
+                      for lo in self._loras.values() if lo.enabled]
         if not active:
             pipe.disable_lora()
             return
         pipe.enable_lora()
-        pipe.set_adapters([n for n, _ in active], [w for _, w in active])
+        set_adapter_weights(pipe, active)
 
     # ------------------------------------------------------------------ generation
     def generate(self, request: GenerationRequest, emit: events.Emit | None = None,
@@ -268,7 +290,7 @@ class GenerationSession:
             for note in render.notes:
                 emit(note)
             try:
-                self._apply_adapters([(a.lora.name, a.weight) for a in render.active])
+                self._apply_adapters([a.adapter for a in render.active])
                 results = self._render_all(pipe, render, emit, control)
             finally:
                 self._apply_adapters()
@@ -297,7 +319,7 @@ class GenerationSession:
 
     def _active_loras(self, tags: list, note: events.Emit) -> list[_ActiveLora]:
         """The session's enabled LoRAs, with prompt tags overriding weight (and enabling)."""
-        chosen = {lo.name: _ActiveLora(lo, lo.weight, lo.prompt_name)
+        chosen = {lo.name: _ActiveLora(lo, lo.weight, lo.prompt_name, lo.block_weights)
                   for lo in self._loras.values() if lo.enabled}
         for tag in tags:
             lora = self._find_by_prompt_name(tag.name)
@@ -309,7 +331,12 @@ class GenerationSession:
                 note(events.Log(f"<lora:{tag.name}>: separate text-encoder weight "
                                 f"{tag.te_weight:g} not supported; using {tag.weight:g} for "
                                 "the whole LoRA.", "warning"))
-            chosen[lora.name] = _ActiveLora(lora, float(tag.weight), tag.name)
+            block_weights = _tag_block_weights(tag)
+            if block_weights is None and lora.block_weights is not None:
+                note(events.Log(f"<lora:{tag.name}> has no lbw=, so all its blocks use "
+                                f"{tag.weight:g}; add :lbw={lora.block_weights.notation()} to "
+                                "keep its block weights.", "info"))
+            chosen[lora.name] = _ActiveLora(lora, float(tag.weight), tag.name, block_weights)
         order = list(self._loras)
         return sorted(chosen.values(), key=lambda a: order.index(a.lora.name))
 
@@ -357,7 +384,9 @@ class GenerationSession:
             sampler=render.sampler.name, schedule_type=render.sampler.schedule_type,
             cfg=request.cfg, seed=seed, width=render.width, height=render.height,
             model_name=self.model_name, model_hash=self.model_hash,
-            loras=[(a.tag_name, a.weight, a.lora.short_hash) for a in render.active],
+            loras=[(a.tag_name, a.weight, a.lora.short_hash,
+                    a.block_weights.notation() if a.block_weights else None)
+                   for a in render.active],
             version=self._version,
         )
         path = None
@@ -371,6 +400,16 @@ class GenerationSession:
 
 
 # ---------------------------------------------------------------------- helpers
+def _tag_block_weights(tag) -> BlockWeights | None:
+    """A prompt tag's `lbw=`, read (a StudioError naming the tag when it cannot be)."""
+    if not getattr(tag, "lbw", None):
+        return None
+    try:
+        return normalized(BlockWeights.parse(tag.lbw))
+    except StudioError as exc:
+        raise StudioError(f"<lora:{tag.name}:...:lbw={tag.lbw}>: {exc.what}", exc.fix) from None
+
+
 def _validate(request: GenerationRequest) -> None:
     if request.steps < 1:
         raise ConfigError("generate.steps", f"must be at least 1, not {request.steps}.")
