@@ -34,41 +34,38 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         raise LoraFormatError(f"No LoRA file at {path}.", "Check the path.")
     size = path.stat().st_size
     name = path.name
+    if size == 0:
+        raise LoraFormatError(f"{name} is empty (0 bytes), not a safetensors file.",
+                              _FIX_REDOWNLOAD)
     with open(path, "rb") as handle:
         head = handle.read(8)
         if len(head) < 8:
             raise LoraFormatError(f"{name} is not a safetensors file (only {size} bytes).",
                                   _FIX_REDOWNLOAD)
         (header_len,) = struct.unpack("<Q", head)
-        if header_len == 0 or header_len > _MAX_HEADER:
-            raise LoraFormatError(_not_safetensors(name), _FIX_NOT_SFT)
+        first = handle.read(1)
+        if header_len == 0 or header_len > _MAX_HEADER or first != b"{":
+            raise LoraFormatError(_not_safetensors(name, head + first), _FIX_NOT_SFT)
         if header_len > size - 8:
-            if _looks_like_json_start(handle):
-                raise LoraFormatError(
-                    f"{name} is truncated: its header claims {header_len} bytes but the file has "
-                    f"only {size - 8} after the length field.", _FIX_REDOWNLOAD)
-            raise LoraFormatError(_not_safetensors(name), _FIX_NOT_SFT)
-        raw = handle.read(header_len)
+            raise LoraFormatError(
+                f"{name} is truncated: its header claims {header_len} bytes but the file has "
+                f"only {size - 8} after the length field.", _FIX_REDOWNLOAD)
+        raw = first + handle.read(header_len - 1)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise LoraFormatError(_not_safetensors(name), _FIX_NOT_SFT) from None
+        raise LoraFormatError(f"{name} is damaged: its safetensors header is not valid JSON.",
+                              _FIX_REDOWNLOAD) from None
     if not isinstance(header, dict):
-        raise LoraFormatError(_not_safetensors(name), _FIX_NOT_SFT)
+        raise LoraFormatError(f"{name} is damaged: its safetensors header is not a table of "
+                              "tensors.", _FIX_REDOWNLOAD)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise LoraFormatError(f"{name}: the safetensors metadata is not a string table.",
                               _FIX_REDOWNLOAD)
     metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     data_size = size - 8 - header_len
-    needed = 0
-    for key, info in header.items():
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and "dtype" in info
-                and "shape" in info):
-            raise LoraFormatError(f"{name}: entry {key!r} of the safetensors header is malformed.",
-                                  _FIX_REDOWNLOAD)
-        needed = max(needed, int(offsets[1]))
+    needed = max((_entry_end(name, key, info) for key, info in header.items()), default=0)
     if needed > data_size:
         raise LoraFormatError(
             f"{name} is truncated: its header claims {needed} bytes of tensor data but the file "
@@ -76,17 +73,64 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     return SafetensorsHeader(header_len, header, metadata, size)
 
 
+# bytes per element of the safetensors dtypes a LoRA can hold
+_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+                "C64": 8}
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _entry_end(name: str, key: str, info) -> int:
+    """Where tensor `key`'s data ends; a LoraFormatError saying what is wrong with its entry."""
+    def bad(problem: str) -> LoraFormatError:
+        return LoraFormatError(f"{name}: entry {key!r} of the safetensors header is malformed "
+                               f"({problem}).", _FIX_REDOWNLOAD)
+
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise bad("it needs a dtype, a shape and data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in _DTYPE_SIZES:
+        raise bad(f"tensor type {dtype!r} is not one LoRA Studio can read")
+    if not (isinstance(shape, list) and all(_is_count(n) for n in shape)):
+        raise bad(f"shape {shape!r} is not a list of sizes")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))
+            and offsets[0] <= offsets[1]):
+        raise bad(f"data_offsets {offsets!r} are not a start and an end")
+    count = 1
+    for n in shape:
+        count *= n
+    if offsets[1] - offsets[0] != count * _DTYPE_SIZES[dtype]:
+        raise bad(f"shape {shape} of {dtype} needs {count * _DTYPE_SIZES[dtype]} bytes, "
+                  f"its data_offsets span {offsets[1] - offsets[0]}")
+    return offsets[1]
+
+
 _FIX_NOT_SFT = ("LoRA Studio reads LoRAs only as .safetensors (pickled .ckpt/.pt files can run "
                 "code when opened). Get the .safetensors version of this LoRA.")
 
 
-def _not_safetensors(name: str) -> str:
+# what a file that is not safetensors most likely is, by its first bytes
+_MAGIC = [
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"RIFF", "a WebP image or other RIFF file"),
+    (b"PK\x03\x04", "a zip archive, e.g. a pickled PyTorch checkpoint (.ckpt/.pt)"),
+    (b"\x80", "a pickled file (.ckpt/.pt/.bin)"),
+    (b"<", "a web page (HTML), perhaps an error page saved in place of the download"),
+]
+
+
+def _not_safetensors(name: str, head: bytes) -> str:
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return f"{name} is not a safetensors file: it is {kind}."
+    text = head.decode("utf-8", errors="replace")
+    if all(c.isprintable() or c in "\t\r\n" for c in text) and "\ufffd" not in text:
+        return f"{name} is not a safetensors file: it starts like a text file."
     return f"{name} is not a safetensors file."
-
-
-def _looks_like_json_start(handle) -> bool:
-    first = handle.read(1)
-    return first == b"{"
 
 
 def load_tensors(path: str | os.PathLike[str]):
