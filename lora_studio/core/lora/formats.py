@@ -12,6 +12,7 @@ the kind, never half-loaded.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import Counter
@@ -40,6 +41,7 @@ _OTHER_KINDS = [
 ]
 _FIX_KIND = ("LoRA Studio supports plain LoRA/LoCon only; convert it to a plain LoRA in the "
              "tool that made it.")
+_FIX_DAMAGED = "Download or export it again: the file is damaged or not a plain LoRA."
 _WRITE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -58,19 +60,23 @@ def lora_from_state_dict(tensors: dict[str, torch.Tensor], metadata: dict[str, s
     if not tensors:
         raise LoraFormatError(f"{source} holds no tensors.", "Export the LoRA again.")
     try:
-        if all(layouts.is_kohya_key(k) for k in tensors):
+        # one kohya key makes it a kohya file: any other key is then what is unknown in it
+        if any(layouts.is_kohya_key(k) for k in tensors):
             modules, sgm = layouts.modules_from_kohya(tensors)
             layout = "kohya"
         else:
             modules, layout = layouts.modules_from_peft(tensors, metadata)
             sgm = False
+    except layouts.BadModule as exc:
+        raise LoraFormatError(f"{source}: {exc}.", _FIX_DAMAGED) from None
     except layouts.UnknownKeys as exc:
         few = ", ".join(exc.keys[:5])
         if len(exc.keys) > 5:
             few += f" (and {len(exc.keys) - 5} more)"
         raise LoraFormatError(f"{source} has keys that are not LoRA weights LoRA Studio knows: "
                               f"{few}.",
-                              "It may be another kind of network or a damaged export.") from None
+                              "It may be another kind of network or a damaged export; export it "
+                              "again as a plain LoRA (kohya or diffusers layout).") from None
     for name, module in modules.items():
         _check_shapes(name, module, source)
     return LoraFile(modules=modules, metadata=metadata, layout=layout,
@@ -84,7 +90,9 @@ def refuse_other_kinds(keys, source: str) -> None:
         raise LoraFormatError(f"{source} is a full model checkpoint, not a LoRA.",
                               "Choose it as the base model instead.")
     if any(k in ("emb_params", "string_to_param", "clip_l", "clip_g") for k in keys):
-        raise LoraFormatError(f"{source} is a textual-inversion embedding, not a LoRA.")
+        raise LoraFormatError(f"{source} is a textual-inversion embedding, not a LoRA.",
+                              "Use it as an embedding in the tool you generate with; LoRA Studio "
+                              "loads LoRA files only.")
     for pattern, kind in _OTHER_KINDS:
         if any(re.search(pattern, k) for k in keys):
             raise LoraFormatError(f"{source} is a {kind} file; LoRA Studio supports plain "
@@ -92,13 +100,22 @@ def refuse_other_kinds(keys, source: str) -> None:
 
 
 def _check_shapes(name: str, module: LoraModule, source: str) -> None:
+    """Refuse factors that cannot be a LoRA update, or that would render NaN / black images."""
     down, up = module.down, module.up
     ok = (down.dim() in (2, 4) and up.dim() == down.dim() and up.shape[1] == down.shape[0]
-          and (up.dim() == 2 or tuple(up.shape[2:]) == (1, 1)))
+          and down.shape[0] > 0 and (up.dim() == 2 or tuple(up.shape[2:]) == (1, 1)))
     if not ok:
         raise LoraFormatError(f"{source}: module {name} has mismatched shapes "
-                              f"down {tuple(down.shape)} / up {tuple(up.shape)}.",
-                              "The file is damaged or not a plain LoRA.")
+                              f"down {tuple(down.shape)} / up {tuple(up.shape)}.", _FIX_DAMAGED)
+    if not (down.is_floating_point() and up.is_floating_point()):
+        raise LoraFormatError(f"{source}: module {name} holds {down.dtype} / {up.dtype} "
+                              "tensors; LoRA weights are floating point.", _FIX_DAMAGED)
+    if not (math.isfinite(module.alpha) and bool(torch.isfinite(down).all())
+            and bool(torch.isfinite(up).all())):
+        raise LoraFormatError(f"{source}: module {name} holds NaN or infinite values; it would "
+                              "render black or noise.",
+                              "The file is damaged, or its training diverged: use an earlier "
+                              "checkpoint of it.")
 
 
 def detect_arch(modules: dict[str, LoraModule], metadata: dict[str, str], *,

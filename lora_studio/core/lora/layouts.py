@@ -27,6 +27,31 @@ class UnknownKeys(Exception):
         self.keys = keys
 
 
+class BadModule(Exception):
+    """A module whose tensors cannot be a plain LoRA's (the message says why)."""
+
+
+def _alpha_value(tensor: torch.Tensor, key: str) -> float:
+    if tensor.numel() != 1:
+        raise BadModule(f"the alpha {key} holds {tensor.numel()} values; an alpha is one number")
+    return float(tensor.float().item())
+
+
+def _add_module(modules: dict[str, LoraModule], name: str, module: LoraModule, key: str,
+                keys: dict[str, str]) -> None:
+    """modules[name] = module, refusing a second key for the same layer (never drop one)."""
+    if name in modules:
+        raise BadModule(f"two keys name the same layer {name}: {keys[name]} and {key}")
+    modules[name], keys[name] = module, key
+
+
+def _need_both(name: str, group: dict, down: str, up: str, labels: tuple[str, str] | None = None
+               ) -> None:
+    missing = [label for part, label in zip((down, up), labels or (down, up)) if part not in group]
+    if missing:
+        raise BadModule(f"the layer {name} has no {missing[0]} factor (a half-written export?)")
+
+
 def is_kohya_key(key: str) -> bool:
     return key.startswith(tuple(KOHYA_PREFIXES))
 
@@ -43,17 +68,21 @@ def modules_from_kohya(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Lora
             continue
         parts.setdefault(stem, {})[suffix] = tensor
     modules: dict[str, LoraModule] = {}
+    seen: dict[str, str] = {}
     sgm = False
     for stem, group in parts.items():
         converted = kohya_to_canonical(stem)
-        if converted is None or "lora_down.weight" not in group or "lora_up.weight" not in group:
+        if converted is None:
             unknown.extend(f"{stem}.{s}" for s in group)
             continue
+        _need_both(stem, group, "lora_down.weight", "lora_up.weight")
         name, used_sgm = converted
         sgm |= used_sgm
         down = group["lora_down.weight"]
-        alpha = float(group["alpha"].float().item()) if "alpha" in group else float(down.shape[0])
-        modules[name] = LoraModule(down=down, up=group["lora_up.weight"], alpha=alpha)
+        alpha = (_alpha_value(group["alpha"], f"{stem}.alpha") if "alpha" in group
+                 else float(down.shape[0]))
+        _add_module(modules, name, LoraModule(down=down, up=group["lora_up.weight"], alpha=alpha),
+                    stem, seen)
     if unknown:
         raise UnknownKeys(sorted(unknown))
     return modules, sgm
@@ -176,20 +205,24 @@ def modules_from_peft(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
             continue
         component, path, part, prefixed = split
         any_prefixed |= prefixed
-        parts.setdefault((component, path), {})[part] = tensor
+        group = parts.setdefault((component, path), {})
+        if part in group:
+            raise BadModule(f"two keys hold the {part} factor of {component}.{path} "
+                            f"(one of them is {key})")
+        group[part] = tensor
     configs = adapter_configs(metadata)
     modules: dict[str, LoraModule] = {}
+    seen: dict[str, str] = {}
     for (component, path), group in parts.items():
-        if "down" not in group or "up" not in group:
-            unknown.extend(f"{component}.{path} ({p})" for p in group)
-            continue
+        _need_both(f"{component}.{path}", group, "down", "up", ("down (lora_A)", "up (lora_B)"))
         rank = int(group["down"].shape[0])
         if "alpha" in group:
-            alpha = float(group["alpha"].float().item())
+            alpha = _alpha_value(group["alpha"], f"{component}.{path}.alpha")
         else:
             alpha = _config_alpha(configs.get(component), path, rank)
         canonical_path = path.removeprefix("text_model.") if component != "unet" else path
-        modules[f"{component}.{canonical_path}"] = LoraModule(group["down"], group["up"], alpha)
+        _add_module(modules, f"{component}.{canonical_path}",
+                    LoraModule(group["down"], group["up"], alpha), f"{component}.{path}", seen)
     if unknown:
         raise UnknownKeys(sorted(unknown))
     return modules, "diffusers" if any_prefixed else "peft"
