@@ -6,9 +6,13 @@ Plain image measurements, no learned model, so a score means the same thing ever
 - color: the world color nearest to the median of the region's brighter half (stripes are the
   color and a darker shade of it);
 - size: the bounding box side of the region (small shapes span 19-29 px, large ones 36-53);
-- shape: solidity (area / convex hull area: a star is ~0.55, the others > 0.83), then how much
-  of the four corners of its bounding box it fills (a square, even one drawn with pinched
-  sides, fills them; a circle leaves them empty; a triangle fills only the bottom two);
+- shape: a star has five tips: peaks of the outline's distance from the centroid, counted
+  after merging away wiggles smaller than an eighth of the radius (a circle has none, a
+  square four, a triangle three), and is not convex (solidity = area / convex hull area
+  below 0.9; a drawn star is ~0.55, generated stars with rounded tips 0.6-0.85). Otherwise
+  how much of the four corners of its bounding box the shape fills (a square, even one drawn
+  with pinched sides, fills them; a circle leaves them empty; a triangle fills only the
+  bottom two);
 - texture: striped when the region's brightness varies strongly inside it.
 Nothing found (an empty or noisy picture) reads as shape "none".
 """
@@ -25,7 +29,10 @@ from lora_studio.core.models.tiny_shapes import world
 _FOREGROUND_DISTANCE = 60.0  # RGB distance from the background that counts as the shape
 _MIN_AREA = 40  # pixels: less is noise, not a shape
 _SIZE_SPLIT = 33.0  # bounding box side in pixels between small and large
-_STAR_SOLIDITY = 0.72
+_STAR_TIPS = 5
+_STAR_MAX_SOLIDITY = 0.9  # five bumps on a convex blob are not a star
+_TIP_PROMINENCE = 0.12  # of the largest radius: smaller wiggles of the outline are not tips
+_PROFILE_BINS = 72  # directions (5 degrees each) of the outline's radius profile
 _SQUARE_CORNERS = 0.55  # the four corners of the bounding box: a square fills them (> 0.7)
 _TRIANGLE_CORNERS = 0.3  # bottom corners minus top corners: a triangle's base fills the bottom
 _STRIPE_CONTRAST = 0.13  # std / mean of the brightness inside the shape above this: striped
@@ -140,7 +147,7 @@ def read_picture(image) -> Reading:
     side = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
     solidity = solid.sum() / max(_hull_area(np.stack([ys, xs], axis=1)), 1.0)
     top, bottom = _corner_fill(solid, ys, xs)
-    if solidity < _STAR_SOLIDITY:
+    if solidity < _STAR_MAX_SOLIDITY and count_tips(solid) == _STAR_TIPS:
         shape = "star"
     elif (top + bottom) / 2 >= _SQUARE_CORNERS:
         shape = "square"
@@ -158,6 +165,68 @@ def read_picture(image) -> Reading:
     texture = "striped" if contrast > _STRIPE_CONTRAST else "plain"
     return Reading(shape, color, "large" if side >= _SIZE_SPLIT else "small", background,
                    texture, area)
+
+
+def radius_profile(solid: np.ndarray, bins: int = _PROFILE_BINS) -> np.ndarray:
+    """The outline's largest distance from the centroid in each of `bins` directions, gaps
+    interpolated and lightly smoothed (pixel steps are not tips)."""
+    ys, xs = np.nonzero(solid)
+    cy, cx = ys.mean(), xs.mean()
+    by, bx = np.nonzero(solid & ~_erode(solid))
+    angle = np.arctan2(by - cy, bx - cx)
+    distance = np.hypot(by - cy, bx - cx) + 0.5  # to the pixel's outer edge, roughly
+    index = ((angle + np.pi) / (2 * np.pi) * bins).astype(int) % bins
+    profile = np.full(bins, np.nan)
+    np.fmax.at(profile, index, distance)
+    known = ~np.isnan(profile)
+    steps = np.arange(bins)
+    profile = np.interp(steps, steps[known], profile[known], period=bins)
+    wrapped = np.concatenate([profile[-1:], profile, profile[:1]])
+    return np.convolve(wrapped, np.array([1.0, 2.0, 1.0]) / 4, "valid")
+
+
+def count_tips(solid: np.ndarray) -> int:
+    """Peaks of the radius profile that rise above their neighbouring dips by more than
+    `_TIP_PROMINENCE` of the largest radius (at least 1.5 px)."""
+    profile = radius_profile(solid)
+    extrema = _alternating_extrema(profile)
+    threshold = max(1.5, _TIP_PROMINENCE * float(profile.max()))
+    # merge away the flattest max/min pair until every rise and fall is a real one
+    while len(extrema) >= 4:
+        rises = [abs(extrema[i][0] - extrema[(i + 1) % len(extrema)][0])
+                 for i in range(len(extrema))]
+        i = int(np.argmin(rises))
+        if rises[i] >= threshold:
+            break
+        for j in sorted((i, (i + 1) % len(extrema)), reverse=True):
+            extrema.pop(j)
+    if len(extrema) < 4:
+        return 0  # at most one bump: round
+    return sum(is_max for _, is_max in extrema)
+
+
+def _alternating_extrema(profile: np.ndarray) -> list[tuple[float, bool]]:
+    """The circular profile's local maxima and minima as (value, is_max), alternating."""
+    n = len(profile)
+    out: list[tuple[float, bool]] = []
+    for i in range(n):
+        before, here, after = profile[i - 1], profile[i], profile[(i + 1) % n]
+        if here > before and here >= after:
+            kind = True
+        elif here < before and here <= after:
+            kind = False
+        else:
+            continue
+        if out and out[-1][1] == kind:  # two maxima in a row: keep the higher (minima: lower)
+            if (here > out[-1][0]) == kind:
+                out[-1] = (here, kind)
+        else:
+            out.append((here, kind))
+    if len(out) > 1 and out[0][1] == out[-1][1]:  # the circle closes on a repeat
+        last = out.pop()
+        if (last[0] > out[0][0]) == last[1]:
+            out[0] = last
+    return out
 
 
 def _corner_fill(solid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> tuple[float, float]:
