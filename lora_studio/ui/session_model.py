@@ -3,11 +3,12 @@
 `SessionModel` is owned by the MainWindow and shared by the Generate tab (renders) and the Mix
 tab (edits the stack). Widgets only bind to it; it never touches a widget.
 
-The LoRA stack (GUI thread only) is an ordered list of `LoraEntry(path, name, weight, enabled)`,
-one per file (a file is in the stack at most once; its `path` is the handle):
+The LoRA stack (GUI thread only) is an ordered list of `LoraEntry(path, name, weight, enabled,
+block_weights)`, one per file (a file is in the stack at most once; its `path` is the handle):
 
     model.add_lora(path, weight=1.0, enabled=True, name=None) -> LoraEntry   (name: file stem)
     model.remove_lora(path)        model.set_weight(path, w)        model.set_enabled(path, on)
+    model.set_block_weights(path, BlockWeights | None)      (None, or all ones: every block at w)
     model.set_stack([LoraEntry, ...])        model.clear_stack()        model.stack -> tuple
     model.entry(path) -> LoraEntry | None
 
@@ -22,7 +23,8 @@ Rendering: `model.generate(request) -> bool` starts a job on the window's single
 (False when another job runs; the runner's `refused` explains). The job, in the worker thread:
 creates the GenerationSession on first use (so torch / diffusers are imported there, never at
 start-up), applies a snapshot of the stack taken when Generate was pressed — `add_lora` for new
-files, `remove_lora` for dropped ones, `set_weight` / `set_enabled` only where they differ — then
+files, `remove_lora` for dropped ones, `set_weight` / `set_enabled` / `set_block_weights` only
+where they differ — then
 calls `session.generate(request, emit, control)`. The job's own events are re-emitted as
 `generation_event(object)` (a `core.events` dataclass, GUI thread; events of other jobs, e.g.
 training, are not) and its end as `generation_finished(object)` (Finished / Failed / Cancelled).
@@ -34,10 +36,10 @@ Previews: `model.generate(request, purpose="preview")` runs the same way, but it
 `preview_event(object)` / `preview_finished(object)` instead (the Mix tab's live preview), so a
 preview never shows up in the Generate tab's gallery.
 
-Sliders without a render: a weight or on/off change of a LoRA the session has already loaded is
-passed on at once (`GenerationSession.set_weight` / `set_enabled`, i.e. `set_adapters`, no
-reload; applied when the pipeline is free, never waiting for a render). New files are loaded by
-the next render.
+Sliders without a render: a weight, on/off or block weights change of a LoRA the session has
+already loaded is passed on at once (`GenerationSession.set_weight` / `set_enabled` /
+`set_block_weights`, i.e. `set_adapters`, no reload; applied when the pipeline is free, never
+waiting for a render). New files are loaded by the next render.
 
 Files that do not fit: a LoRA of the stack that the session refuses (another architecture, a
 damaged file) is skipped — the render goes on with the others and logs a warning — and is
@@ -57,6 +59,7 @@ from PySide6.QtCore import QObject, Signal
 
 from lora_studio.core import events as ev
 from lora_studio.core.errors import StudioError
+from lora_studio.core.lora.block_weights import BlockWeights, normalized
 from lora_studio.core.paths import path_key
 from lora_studio.core.generate.session import GenerationRequest
 from lora_studio.ui.base_model import normal_spec
@@ -67,13 +70,14 @@ JOB_NAME = "generation"
 
 @dataclass(frozen=True)
 class LoraEntry:
-    """One LoRA of the stack: the file, the name shown (and given to the session), its strength
-    and whether it is switched on."""
+    """One LoRA of the stack: the file, the name shown (and given to the session), its strength,
+    whether it is switched on, and its per-block factors (None: every block at `weight`)."""
 
     path: Path
     name: str
     weight: float = 1.0
     enabled: bool = True
+    block_weights: BlockWeights | None = None
 
 
 class SessionModel(QObject):
@@ -178,6 +182,9 @@ class SessionModel(QObject):
     def set_enabled(self, path: str | Path, enabled: bool) -> None:
         self._replace(path, enabled=bool(enabled))
 
+    def set_block_weights(self, path: str | Path, weights: BlockWeights | None) -> None:
+        self._replace(path, block_weights=normalized(weights))
+
     def set_stack(self, entries: Iterable[LoraEntry]) -> None:
         """Replace the whole stack (order kept; a file listed twice keeps its first entry)."""
         seen: set[str] = set()
@@ -185,7 +192,8 @@ class SessionModel(QObject):
         for entry in entries:
             if path_key(entry.path) not in seen:
                 seen.add(path_key(entry.path))
-                stack.append(replace(entry, path=Path(entry.path)))
+                stack.append(replace(entry, path=Path(entry.path),
+                                     block_weights=normalized(entry.block_weights)))
         self._stack = stack
         self.stack_changed.emit()
 
@@ -199,7 +207,7 @@ class SessionModel(QObject):
                 new = replace(old, **changes)
                 if new != old:
                     self._stack[i] = new
-                    self._push_to_session(new)
+                    self._push_to_session(old, new)
                     self.stack_changed.emit()
                 return
         raise KeyError(f"{path} is not in the LoRA stack")
@@ -243,15 +251,20 @@ class SessionModel(QObject):
             self._purpose = purpose
         return started
 
-    def _push_to_session(self, entry: LoraEntry) -> None:
-        """Pass a weight / on-off change to the live session at once (no render, no reload)."""
+    def _push_to_session(self, old: LoraEntry, entry: LoraEntry) -> None:
+        """Pass a weight / on-off / block weights change to the live session at once (no
+        render, no reload); only what changed, as each call re-applies the adapters."""
         with self._lock:
             session, name = self._session, self._adapters.get(path_key(entry.path))
         if session is None or name is None:
             return
         try:
-            session.set_weight(name, entry.weight)
-            session.set_enabled(name, entry.enabled)
+            if entry.weight != old.weight:
+                session.set_weight(name, entry.weight)
+            if entry.enabled != old.enabled:
+                session.set_enabled(name, entry.enabled)
+            if entry.block_weights != old.block_weights:
+                session.set_block_weights(name, entry.block_weights)
         except StudioError:  # removed from the session meanwhile: the next render reloads it
             pass
 
@@ -302,7 +315,8 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
         lora = loaded.get(key)
         if lora is None:
             try:
-                session.add_lora(entry.path, entry.weight, name=entry.name)
+                session.add_lora(entry.path, entry.weight, name=entry.name,
+                                 block_weights=entry.block_weights)
             except StudioError as exc:
                 problems[key] = f"{entry.path.name} was left out: {exc.user_message()}"
                 continue
@@ -316,6 +330,8 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
             session.set_weight(lora.name, entry.weight)
         if lora.enabled != entry.enabled:
             session.set_enabled(lora.name, entry.enabled)
+        if lora.block_weights != entry.block_weights:
+            session.set_block_weights(lora.name, entry.block_weights)
     return adapters, problems
 
 

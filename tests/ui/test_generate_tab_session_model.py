@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from lora_studio.core import events as ev
+from lora_studio.core.lora.block_weights import BlockWeights
+from lora_studio.core.paths import path_key
 from lora_studio.ui.session_model import LoraEntry, SessionModel, apply_stack
 from lora_studio.ui.workers import JobRunner
 
@@ -19,6 +21,7 @@ class FakeLora:
     path: Path
     weight: float
     enabled: bool
+    block_weights: BlockWeights | None = None
 
 
 class RecordingSession:
@@ -32,9 +35,9 @@ class RecordingSession:
     def loras(self) -> list[FakeLora]:
         return [replace(lo) for lo in self._loras.values()]
 
-    def add_lora(self, path, weight=1.0, name=None):
-        self.calls.append(("add", name, weight))
-        self._loras[name] = FakeLora(name, Path(path), weight, True)
+    def add_lora(self, path, weight=1.0, name=None, block_weights=None):
+        self.calls.append(("add", name, weight) + ((block_weights,) if block_weights else ()))
+        self._loras[name] = FakeLora(name, Path(path), weight, True, block_weights)
 
     def remove_lora(self, name):
         self.calls.append(("remove", name))
@@ -47,6 +50,10 @@ class RecordingSession:
     def set_enabled(self, name, enabled):
         self.calls.append(("enabled", name, enabled))
         self._loras[name].enabled = enabled
+
+    def set_block_weights(self, name, block_weights):
+        self.calls.append(("blocks", name, block_weights))
+        self._loras[name].block_weights = block_weights
 
 
 @pytest.fixture
@@ -85,6 +92,33 @@ def test_applying_the_stack_changes_only_what_differs(tmp_path):
     assert session.calls == []  # nothing changed: nothing touched
     apply_stack(session, [LoraEntry(a, "a", 0.25), LoraEntry(c, "c", 1.0)])
     assert session.calls == [("remove", "b"), ("weight", "a", 0.25), ("add", "c", 1.0)]
+
+    outs, ins = BlockWeights.parse("OUTS"), BlockWeights.parse("INS")
+    session.calls.clear()
+    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs), LoraEntry(c, "c", 1.0),
+                          LoraEntry(b, "b", 1.0, block_weights=ins)])
+    assert session.calls == [("blocks", "a", outs), ("add", "b", 1.0, ins)]
+    session.calls.clear()
+    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs), LoraEntry(c, "c", 1.0),
+                          LoraEntry(b, "b", 1.0, block_weights=ins)])
+    assert session.calls == []
+
+
+def test_a_change_reaches_the_live_session_alone(model, tmp_path):
+    """Only what changed is passed on: every call re-applies the adapters."""
+    a = tmp_path / "a.safetensors"
+    session = RecordingSession()
+    model.add_lora(a, 0.5)
+    model._session, model._session_spec = session, "some/model"
+    apply_stack(session, model.stack)
+    model._adapters = {path_key(a): "a"}
+    session.calls.clear()
+    model.set_block_weights(a, BlockWeights.parse("OUTALL"))
+    model.set_weight(a, 0.7)
+    model.set_block_weights(a, BlockWeights.ones())  # all ones = none
+    assert session.calls == [("blocks", "a", BlockWeights.parse("OUTALL")), ("weight", "a", 0.7),
+                             ("blocks", "a", None)]
+    assert model.entry(a).block_weights is None
 
 
 def test_a_base_model_change_drops_the_session(model, qtbot, tmp_path):

@@ -223,6 +223,96 @@ def test_a_lora_the_model_refuses_is_marked_and_the_rest_renders(window, qtbot, 
     assert not tab.row(lora_dir / "zqstar.safetensors").problem_label.isVisibleTo(tab)
 
 
+def choose_preset(editor, name: str) -> None:
+    """As a person does: pick the preset in the editor's combo box."""
+    index = editor.preset_combo.findData(name)
+    editor.preset_combo.setCurrentIndex(index)
+    editor.preset_combo.activated.emit(index)
+
+
+def test_the_block_weights_editor_reaches_the_session_and_the_preview(window, qtbot, lora_dir):
+    from lora_studio.core.lora.block_weights import BlockWeights, UNetLayout
+
+    tab = stack_two(window, qtbot, lora_dir)
+    images = capture_preview(tab)
+    tab.preview_check.setChecked(True)
+    wait_preview(qtbot, tab, 0)
+    first = pixels(images[-1])
+    session = window.session_model.session
+    pipe = session.pipeline
+    calls = []
+    set_adapters = pipe.set_adapters
+    pipe.set_adapters = lambda names, weights: (calls.append((names, weights)),
+                                                set_adapters(names, weights))[1]
+
+    row = tab.rows()[0]
+    editor = row.blocks_editor
+    assert not editor.isVisibleTo(tab) and row.blocks_button.text() == "Blocks ▸"
+    qtbot.mouseClick(row.blocks_button, Qt.LeftButton)
+    assert editor.isVisibleTo(tab) and row.blocks_button.text() == "Blocks ▾"
+    assert editor.preset_combo.currentData() == "ALL" and len(editor.spins) == 17
+
+    choose_preset(editor, "OUTALL")
+    outall = BlockWeights.parse("OUTALL")
+    assert window.session_model.entry(row.path).block_weights == outall
+    assert session.loras[0].block_weights == outall  # reached the session at once
+    names, weights = calls[-1]
+    assert names == ["zqstar", "inkwash"]
+    # diffusers' dict form for the tiny UNet (no text-encoder layers in this LoRA), and 1.0
+    assert weights == [outall.to_diffusers(1.0, UNetLayout.of(pipe.unet), ()), 1.0]
+    assert weights[0]["unet"] == {"down": {"block_0": [0.0]}, "up": {"block_1": [1.0, 1.0]},
+                                  "mid": 0.0}
+    assert row.blocks_button.text() == "Blocks: OUTALL ▾"
+    assert editor.text_edit.text() == "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1"
+    assert editor.spins["IN01"].value() == 0 and editor.spins["OUT09"].value() == 1
+    shown = tab.preview.renders_shown
+    wait_preview(qtbot, tab, shown)  # the preview re-rendered with the block weights
+    assert np.abs(pixels(images[-1]) - first).mean() > 0.5
+
+    mid_only = "0,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0"
+    editor.text_edit.setText(mid_only)
+    editor.text_edit.editingFinished.emit()
+    assert window.session_model.entry(row.path).block_weights == BlockWeights.parse(mid_only)
+    assert editor.preset_combo.currentText() == "Custom" and editor.spins["MID"].value() == 1
+    assert row.blocks_button.text() == "Blocks: custom ▾"
+    editor.text_edit.setText("1,2")
+    editor.text_edit.editingFinished.emit()
+    assert editor.error_label.isVisibleTo(tab) and "got 2" in editor.error_label.text()
+    assert window.session_model.entry(row.path).block_weights == BlockWeights.parse(mid_only)
+
+    editor.spins["OUT10"].setValue(0.5)
+    changed = window.session_model.entry(row.path).block_weights
+    assert changed["OUT10"] == 0.5 and changed["MID"] == 1
+    assert tab.copy_prompt_tags() == (f"<lora:zqstar:1:lbw={changed.numbers()}> "
+                                      "<lora:inkwash:1>")
+    choose_preset(editor, "OUTS")
+    assert tab.copy_prompt_tags() == "<lora:zqstar:1:lbw=OUTS> <lora:inkwash:1>"
+
+    choose_preset(editor, "ALL")  # all ones: back to the plain strength
+    assert window.session_model.entry(row.path).block_weights is None
+    assert session.loras[0].block_weights is None and calls[-1][1] == [1.0, 1.0]
+    assert row.blocks_button.text() == "Blocks ▾"
+    qtbot.mouseClick(row.blocks_button, Qt.LeftButton)
+    assert not editor.isVisibleTo(tab)
+
+
+def test_block_weights_are_remembered_with_the_stack(make_window, window, qtbot, lora_dir,
+                                                      settings):
+    from lora_studio.core.lora.block_weights import BlockWeights
+
+    tab = stack_two(window, qtbot, lora_dir)
+    row = tab.rows()[1]
+    row.set_blocks_open(True)
+    choose_preset(row.blocks_editor, "NO_TE")
+    saved = json.loads(settings.value("mix/stack"))
+    assert saved[0][3:] == [] and saved[1][3] == "0,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"
+    window.close()
+    again = make_window(settings=type(settings)(settings.fileName(), settings.format()))
+    assert [e.block_weights for e in again.session_model.stack] == [
+        None, BlockWeights.parse("NO_TE")]
+    assert again.mix_tab.rows()[1].blocks_button.text() == "Blocks: NO_TE ▸"
+
+
 # ----------------------------------------------------------------------------- exports
 def test_copy_prompt_tags_for_a1111(window, qtbot, lora_dir):
     tab = stack_two(window, qtbot, lora_dir)
@@ -269,6 +359,11 @@ def test_save_merged_writes_the_stack_as_one_lora(window, qtbot, lora_dir, tmp_p
         expected = 0.5 * a.modules[name].delta_weight() - 0.25 * b.modules[name].delta_weight()
         assert merged.modules[name].delta_weight().allclose(expected, atol=1e-5)
     assert "Saved the merge of 2 LoRAs" in tab.stack_status.text()
+
+    choose_preset(tab.rows()[0].blocks_editor, "OUTALL")  # not baked in: the merge says so
+    with qtbot.waitSignal(tab.exported, timeout=60_000):
+        assert tab.save_merged(tmp_path / "mix2.safetensors")
+    assert "Block weights (zqstar) are not part of the merge" in tab.stack_status.text()
 
 
 def test_the_stack_and_preview_settings_come_back(make_window, window, qtbot, lora_dir,

@@ -2,11 +2,16 @@
 
 Left: the library (`LoraLibrary`: files trained here, files and folders added or dropped, each
 with its architecture, rank, alpha and trigger words; files that cannot be used say why).
-Middle: the stack, one `LoraStackRow` per LoRA (on/off, strength -2..2 in 0.05 steps, remove),
-bound to the window's `SessionModel` — the Generate tab renders with the same stack — plus
-"Copy prompt tags" (`<lora:name:weight>` for A1111 / ComfyUI) and "Save merged LoRA" (the exact
-merge of `core.lora.merge`). Right: the live preview (`LivePreview`: debounced, stale renders
-dropped) of a fixed seed.
+Middle: the stack, one `LoraStackRow` per LoRA (on/off, strength -2..2 in 0.05 steps, remove,
+and per-block strengths under "Blocks ▸"), bound to the window's `SessionModel` — the Generate
+tab renders with the same stack — plus "Copy prompt tags" (`<lora:name:weight>` for A1111 /
+ComfyUI, with `:lbw=...` when a LoRA has block weights) and "Save merged LoRA" (the exact merge
+of `core.lora.merge`, at the plain strengths: block weights are not baked in, the status line
+says so). Right: the live preview (`LivePreview`: debounced, stale renders dropped) of a fixed
+seed.
+
+The stack is remembered in QSettings as `[path, weight, enabled]`, plus the block weights'
+17 numbers as a fourth item when a LoRA has them.
 
 Exports and merges run in a background thread (`TaskPool`) and write atomically; the result
 (or the reason it failed) shows in the status line and arrives as `exported(Path)` /
@@ -33,7 +38,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lora_studio.core.errors import error_text
+from lora_studio.core.errors import StudioError, error_text
+from lora_studio.core.generate.pnginfo import lora_tag
+from lora_studio.core.lora.block_weights import BlockWeights
 from lora_studio.ui.live_preview import LivePreview
 from lora_studio.ui.lora_library import LORA_SUFFIX, LoraLibrary
 from lora_studio.ui.session_model import LoraEntry, SessionModel
@@ -55,8 +62,11 @@ STACK_HINT = "Nothing stacked. Select a LoRA in the library and press “Add to 
 
 
 def prompt_tags(stack: tuple[LoraEntry, ...]) -> str:
-    """A1111 / ComfyUI prompt tags for the switched-on LoRAs: `<lora:file stem:weight>`."""
-    return " ".join(f"<lora:{e.path.stem}:{e.weight:g}>" for e in stack if e.enabled)
+    """A1111 / ComfyUI prompt tags for the switched-on LoRAs: `<lora:file stem:weight>`, with
+    `:lbw=...` (A1111's LoRA Block Weight extension) for a LoRA with block weights."""
+    return " ".join(lora_tag(e.path.stem, e.weight,
+                             e.block_weights.notation() if e.block_weights else None)
+                    for e in stack if e.enabled)
 
 
 class MixTab(PathDropMixin, QWidget):
@@ -195,13 +205,18 @@ class MixTab(PathDropMixin, QWidget):
         for index, entry in enumerate(stack):
             row = self._rows.get(entry.path)
             if row is None:
-                row = LoraStackRow(entry.path, entry.name, entry.weight, entry.enabled)
+                row = LoraStackRow(entry.path, entry.name, entry.weight, entry.enabled,
+                                   block_weights=entry.block_weights)
                 row.weight_changed.connect(self.model.set_weight)
                 row.enabled_changed.connect(self.model.set_enabled)
+                row.block_weights_changed.connect(self.model.set_block_weights)
                 row.remove_requested.connect(self.model.remove_lora)
                 self._rows[entry.path] = row
-            elif (row.weight, row.enabled_box.isChecked()) != (entry.weight, entry.enabled):
-                row.set_values(entry.weight, entry.enabled)
+            else:
+                if (row.weight, row.enabled_box.isChecked()) != (entry.weight, entry.enabled):
+                    row.set_values(entry.weight, entry.enabled)
+                if row.block_weights != entry.block_weights:
+                    row.set_block_weights(entry.block_weights)
             item = self.library.item(entry.path)
             row.detail_label.setText(item.arch_label if item is not None else "")
             self.rows_layout.insertWidget(index, row)
@@ -230,6 +245,9 @@ class MixTab(PathDropMixin, QWidget):
         if not items:
             self._say("Nothing to merge: switch on at least one LoRA.")
             return False
+        blocked = [e.name for e in self.model.stack if e.enabled and e.block_weights]
+        note = (f" Block weights ({', '.join(blocked)}) are not part of the merge: it uses the "
+                "plain strengths." if blocked else "")
         target = _with_suffix(target)
 
         def merge() -> Path:
@@ -239,9 +257,9 @@ class MixTab(PathDropMixin, QWidget):
             result = merge_loras(items, title=target.stem)
             return write_lora(result.lora, target, layout=layout)
 
-        self._say(f"Merging {len(items)} LoRAs…")
+        self._say(f"Merging {len(items)} LoRAs…{note}")
         self._run(merge, f"Saved the merge of {len(items)} LoRAs as {target} ({layout} layout). "
-                         "It is in the library.")
+                         f"It is in the library.{note}")
         return True
 
     def wait(self, timeout_ms: int = 60_000) -> bool:
@@ -286,7 +304,9 @@ class MixTab(PathDropMixin, QWidget):
     def _save_stack(self) -> None:
         if self._settings is not None:
             self._settings.setValue(KEY_STACK, json.dumps(
-                [[str(e.path), e.weight, e.enabled] for e in self.model.stack]))
+                [[str(e.path), e.weight, e.enabled]
+                 + ([e.block_weights.numbers()] if e.block_weights else [])
+                 for e in self.model.stack]))
 
     def _restore(self) -> None:
         settings = self._settings
@@ -295,9 +315,8 @@ class MixTab(PathDropMixin, QWidget):
         self.preview_prompt.setText(str(settings.value(KEY_PREVIEW_PROMPT, "") or ""))
         try:
             saved = json.loads(str(settings.value(KEY_STACK, "[]") or "[]"))
-            entries = [LoraEntry(Path(p), Path(p).stem, float(w), bool(on)) for p, w, on in saved
-                       if Path(p).is_file()]
-        except (ValueError, TypeError):
+            entries = [_saved_entry(*item) for item in saved if Path(item[0]).is_file()]
+        except (ValueError, TypeError, IndexError):
             entries = []
         if entries:
             self.library.add_files(e.path for e in entries)
@@ -363,6 +382,16 @@ class MixTab(PathDropMixin, QWidget):
     def shutdown(self) -> None:
         self.preview.stop()  # no debounced render may start once the window goes
         self._pool.shutdown()
+
+
+def _saved_entry(path: str, weight: float, enabled: bool, blocks: str | None = None
+                 ) -> LoraEntry:
+    """A stack entry from its QSettings form (see the module docstring)."""
+    try:
+        weights = BlockWeights.parse(blocks) if blocks else None
+    except StudioError:  # not ours (edited by hand): the LoRA comes back at its plain strength
+        weights = None
+    return LoraEntry(Path(path), Path(path).stem, float(weight), bool(enabled), weights)
 
 
 def _with_suffix(target: str | Path) -> Path:

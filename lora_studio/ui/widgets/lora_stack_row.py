@@ -1,9 +1,12 @@
-"""One LoRA of the stack: on/off box, name, strength slider with a numeric field, remove.
+"""One LoRA of the stack: on/off box, name, strength slider with a numeric field, remove, and
+a "Blocks" toggle that opens the per-block strengths (`BlockWeightsEditor`) under the row.
 
 The slider and the field show the same value (-2..2 in steps of 0.05; the field also takes
 values typed between steps, rounded to 0.01). The row only reports what the user does
-(`weight_changed(path, w)`, `enabled_changed(path, on)`, `remove_requested(path)`); the Mix tab
-passes it on to the SessionModel. `set_problem(text)` marks a file the model refused.
+(`weight_changed(path, w)`, `enabled_changed(path, on)`, `block_weights_changed(path, bw)`,
+`remove_requested(path)`); the Mix tab passes it on to the SessionModel. The toggle names the
+block weights in use ("Blocks: OUTALL"), so they show while the editor is closed.
+`set_problem(text)` marks a file the model refused.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lora_studio.core.lora.block_weights import BlockWeights
+from lora_studio.ui.widgets.block_weights_editor import BlockWeightsEditor
+
 WEIGHT_MIN, WEIGHT_MAX, WEIGHT_STEP = -2.0, 2.0, 0.05
 _TICKS = 100  # slider units per 1.0 of strength
 
@@ -29,10 +35,12 @@ _TICKS = 100  # slider units per 1.0 of strength
 class LoraStackRow(QFrame):
     weight_changed = Signal(object, float)
     enabled_changed = Signal(object, bool)
+    block_weights_changed = Signal(object, object)  # path, BlockWeights | None
     remove_requested = Signal(object)
 
     def __init__(self, path: Path, name: str, weight: float = 1.0, enabled: bool = True,
-                 detail: str = "", parent: QWidget | None = None) -> None:
+                 detail: str = "", block_weights: BlockWeights | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("StackRow")
         self.path = Path(path)
@@ -65,6 +73,12 @@ class LoraStackRow(QFrame):
         self.problem_label.setObjectName("ProblemLabel")
         self.problem_label.setWordWrap(True)
         self.problem_label.hide()
+        self.blocks_button = QToolButton()
+        self.blocks_button.setCheckable(True)
+        self.blocks_button.setToolTip("Strength per UNet block and for the text encoder "
+                                      "(A1111 LoRA Block Weight)")
+        self.blocks_editor = BlockWeightsEditor(block_weights)
+        self.blocks_editor.hide()
 
         grid = QGridLayout(self)
         grid.setContentsMargins(8, 6, 8, 6)
@@ -76,13 +90,18 @@ class LoraStackRow(QFrame):
         grid.addWidget(self.remove_button, 0, 4)
         grid.addWidget(self.slider, 1, 1, 1, 2)
         grid.addWidget(self.spin, 1, 3)
-        grid.addWidget(self.problem_label, 2, 1, 1, 4)
+        grid.addWidget(self.blocks_button, 2, 1, 1, 3, Qt.AlignLeft)
+        grid.addWidget(self.blocks_editor, 3, 1, 1, 4)
+        grid.addWidget(self.problem_label, 4, 1, 1, 4)
         grid.setColumnStretch(1, 1)
 
         self.set_values(weight, enabled)
+        self._show_blocks_state()
         self.slider.valueChanged.connect(self._slider_moved)
         self.spin.valueChanged.connect(self._spin_changed)
         self.enabled_box.toggled.connect(self._toggled)
+        self.blocks_button.toggled.connect(self.set_blocks_open)
+        self.blocks_editor.changed.connect(self._blocks_edited)
         self.remove_button.clicked.connect(lambda: self.remove_requested.emit(self.path))
 
     @property
@@ -99,6 +118,33 @@ class LoraStackRow(QFrame):
         for widget in (self.slider, self.spin, self.enabled_box):
             widget.blockSignals(False)
         self._show_enabled(enabled)
+
+    @property
+    def block_weights(self) -> BlockWeights | None:
+        return self.blocks_editor.weights
+
+    def set_block_weights(self, weights: BlockWeights | None) -> None:
+        """Show `weights` without reporting them back."""
+        self.blocks_editor.set_weights(weights)
+        self._show_blocks_state()
+
+    def set_blocks_open(self, on: bool) -> None:
+        """Open or close the block weights editor under the row."""
+        self.blocks_button.blockSignals(True)
+        self.blocks_button.setChecked(on)
+        self.blocks_button.blockSignals(False)
+        self.blocks_editor.setVisible(on)
+        self._show_blocks_state()
+
+    def _blocks_edited(self, weights: BlockWeights | None) -> None:
+        self._show_blocks_state()
+        self.block_weights_changed.emit(self.path, weights)
+
+    def _show_blocks_state(self) -> None:
+        weights = self.blocks_editor.weights
+        name = "" if weights is None else f": {weights.preset or 'custom'}"
+        arrow = "▾" if self.blocks_button.isChecked() else "▸"
+        self.blocks_button.setText(f"Blocks{name} {arrow}")
 
     def set_problem(self, text: str | None) -> None:
         self.problem_label.setText(f"⚠ {text}" if text else "")
@@ -124,4 +170,5 @@ class LoraStackRow(QFrame):
     def _show_enabled(self, on: bool) -> None:
         self.slider.setEnabled(on)
         self.spin.setEnabled(on)
+        self.blocks_editor.setEnabled(on)
         self.name_label.setEnabled(on)
