@@ -207,65 +207,9 @@ def _run_resize(args: argparse.Namespace) -> int:
 
 
 def _add_grid(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("grid", help="a labelled grid of one or two LoRAs at several strengths")
-    p.add_argument("--model", default=None, help="base model (default: the built-in one)")
-    p.add_argument("--lora", type=Path, required=True, help="the LoRA on the rows")
-    p.add_argument("--strengths", default="0,0.25,0.5,0.75,1", help="its strengths, e.g. 0,0.5,1")
-    p.add_argument("--lbw", default=None, metavar="BLOCKS",
-                   help="block weights of the first LoRA (a preset such as OUTALL, or 17 "
-                        "numbers), kept at every strength")
-    p.add_argument("--lora2", type=Path, default=None, help="a second LoRA, on the columns")
-    p.add_argument("--strengths2", default="0,0.5,1", help="the second LoRA's strengths")
-    p.add_argument("--lbw2", default=None, metavar="BLOCKS", help="the second LoRA's")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--negative", default="")
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg", type=float, default=7.0)
-    p.add_argument("--sampler", default="Euler a", help="an A1111 sampler name")
-    p.add_argument("--out", type=Path, required=True, help="the grid PNG")
-    p.set_defaults(handler=_run_grid)
+    from lora_studio.core.generate.grid_cli import add_parser
 
-
-def _run_grid(args: argparse.Namespace) -> int:
-    from lora_studio.core.errors import ConfigError
-    from lora_studio.core.fileio import atomic_write_with
-    from lora_studio.core.generate.grid import GridAxis, strength_grid
-    from lora_studio.core.generate.session import GenerationRequest, GenerationSession
-    from lora_studio.core.lora.block_weights import BlockWeights
-
-    def numbers(text: str, key: str) -> list[float]:
-        try:
-            return [float(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(key, f"{text!r} is not a list of numbers",
-                              "Write them like 0,0.5,1.") from None
-
-    def blocks(text: str | None) -> BlockWeights | None:
-        return BlockWeights.parse(text) if text is not None else None
-
-    row_blocks, col_blocks = blocks(args.lbw), blocks(args.lbw2)  # bad input: before loading
-    session = GenerationSession(args.model)
-    rows = GridAxis(session.add_lora(args.lora, block_weights=row_blocks).adapter_name,
-                    numbers(args.strengths, "--strengths"))
-    cols = None
-    if args.lora2 is not None:
-        cols = GridAxis(session.add_lora(args.lora2, block_weights=col_blocks).adapter_name,
-                        numbers(args.strengths2, "--strengths2"))
-    request = GenerationRequest(args.prompt, negative=args.negative, steps=args.steps,
-                                cfg=args.cfg, seed=args.seed, sampler=args.sampler)
-    total = len(rows.strengths) * (len(cols.strengths) if cols else 1)
-    done = [0]
-
-    def cell(_r: int, _c: int, _image) -> None:
-        done[0] += 1
-        print(f"cell {done[0]}/{total}", flush=True)
-
-    result = strength_grid(session, request, rows, cols, cell_done=cell)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_with(args.out, lambda tmp: result.image.save(tmp, format="PNG"))
-    print(f"Grid written to {args.out}")
-    return 0
+    add_parser(sub)
 
 
 def _add_fuse(sub: argparse._SubParsersAction) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 @dataclass
 class JobStarted:
-    kind: str  # "train" | "generate"
+    kind: str  # "train" | "generate" | "grid"
     total_steps: int
     message: str = ""
 
@@ -69,6 +69,17 @@ class ImageGenerated:
 
 
 @dataclass
+class GridCellDone:
+    """One cell of a grid (`core.generate.grid`) finished: row, column and its image."""
+
+    row: int
+    col: int
+    image: Any  # PIL.Image.Image
+    rows: int = 1  # the grid's size, so a view can lay it out from the first cell
+    cols: int = 1
+
+
+@dataclass
 class CheckpointSaved:
     step: int
     path: Path
@@ -107,6 +118,7 @@ Event = Union[
     Preview,
     GenerationStep,
     ImageGenerated,
+    GridCellDone,
     CheckpointSaved,
     LoraSaved,
     Finished,

@@ -12,6 +12,7 @@ import pytest
 from lora_files import make_lora_file
 from lora_studio.core.generate.grid import LABEL, GridAxis, strength_grid
 from lora_studio.core.generate.session import GenerationRequest, GenerationSession
+from lora_studio.core.jobs import JobControl
 
 REQUEST = GenerationRequest("a red circle", steps=3, cfg=5.0, seed=11)
 
@@ -56,24 +57,56 @@ def test_the_session_weights_come_back_and_a_cancel_keeps_the_cells_done(session
     session.set_weight("style", 0.3)
     session.set_weight("ink", 0.9)
 
-    class StopAfterTwo:
-        def __init__(self) -> None:
-            self.seen = 0
+    control, seen = JobControl(), []
 
-        @property
-        def cancelled(self) -> bool:
-            return self.seen >= 2
-
-    control = StopAfterTwo()
-
-    def done(_r, _c, _image) -> None:
-        control.seen += 1
+    def done(r, c, _image) -> None:
+        seen.append((r, c))
+        if len(seen) == 2:
+            control.cancel()
 
     grid = strength_grid(session, REQUEST, GridAxis("style", [0.0, 0.5, 1.0]), control=control,
                          cell_done=done)
     assert not grid.complete
     assert [cell is not None for row in grid.cells for cell in row] == [True, True, False]
     assert {lo.name: lo.weight for lo in session.loras} == {"style": 0.3, "ink": 0.9}
+
+
+def test_a_cancel_stops_the_cell_in_progress_and_each_cell_is_an_event(session):
+    """Cancelled during a cell's first denoising step, the grid stops there (not after the
+    cell): the cells done stay, and each of them was a GridCellDone event as it finished."""
+    from lora_studio.core import events as ev
+
+    session, _ = session
+    control, seen = JobControl(), []
+
+    def emit(event) -> None:
+        seen.append(event)
+        cells_done = sum(isinstance(e, ev.GridCellDone) for e in seen)
+        if isinstance(event, ev.GenerationStep) and cells_done == 1:
+            control.cancel()
+
+    grid = strength_grid(session, REQUEST, GridAxis("style", [0.0, 0.5, 1.0]), control=control,
+                         emit=emit)
+    assert [cell is not None for row in grid.cells for cell in row] == [True, False, False]
+    done = [e for e in seen if isinstance(e, ev.GridCellDone)]
+    assert [(e.row, e.col, e.rows, e.cols) for e in done] == [(0, 0, 3, 1)]
+    assert np.array_equal(pixels(done[0].image), pixels(grid.cells[0][0]))
+    after = seen[seen.index(done[0]) + 1:]
+    assert [type(e) for e in after] == [ev.GenerationStep]  # stopped after one step of three
+    assert isinstance(seen[0], ev.JobStarted) and seen[0].total_steps == 3
+
+
+def test_strengths_are_read_from_text_or_refused_by_name():
+    from lora_studio.core.errors import ConfigError
+    from lora_studio.core.generate.grid import parse_strengths
+
+    assert parse_strengths("0, 0.25 0.5;1, -0.5") == [0.0, 0.25, 0.5, 1.0, -0.5]
+    for text, what in (("0, x", "'x' is not a number"), ("", "no strengths"),
+                       (" , ", "no strengths"), ("nan", "not a number"),
+                       (",".join(["1"] * 17), "at most 16")):
+        with pytest.raises(ConfigError, match=what) as caught:
+            parse_strengths(text, "rows")
+        assert caught.value.key == "rows"
 
 
 def test_the_cli_writes_the_labelled_grid(tiny_model_dir, loras, tmp_path):
