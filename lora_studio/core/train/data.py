@@ -75,6 +75,18 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
+def without_trigger(caption: str, trigger: str) -> str:
+    """The caption with every whole-word `trigger` removed (and the commas it leaves):
+    "zqstar, a red star" -> "a red star". What the base model is kept on (preserve_base)."""
+    words = {w.strip().lower() for w in trigger.split(",") if w.strip()}
+    parts = []
+    for part in caption.split(","):
+        kept = " ".join(w for w in part.split() if w.lower() not in words)
+        if kept:
+            parts.append(kept)
+    return ", ".join(parts)
+
+
 def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
     return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                      truncation=True, return_tensors="pt").input_ids
@@ -105,6 +117,7 @@ class TrainData:
         self.seed = seed
         self.latents: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self.text: dict[int, torch.Tensor] = {}
+        self.kept_text: dict[int, torch.Tensor] = {}  # captions without the trigger word
         self._images: dict[int, object] = {}
 
     def pixels(self, index: int, flip: bool, position: int | None = None) -> torch.Tensor:
@@ -133,10 +146,17 @@ class TrainData:
         self._images.clear()  # the decoded images are no longer needed
 
     @torch.no_grad()
-    def cache_text(self, tokenizer, text_encoder, batch_size: int = 16) -> None:
-        """Encode every caption once (only when the text encoder is frozen)."""
+    def cache_text(self, tokenizer, text_encoder, batch_size: int = 16,
+                   trigger: str | None = None) -> None:
+        """Encode every caption once (only when the text encoder is frozen); with `trigger`,
+        also every caption without it (for preserve_base)."""
         for start in range(0, len(self.examples), batch_size):
             chunk = self.examples[start:start + batch_size]
             emb = encode_text(tokenizer, text_encoder, [ex.caption for ex in chunk]).float()
             for k, ex in enumerate(chunk):
                 self.text[ex.index] = emb[k:k + 1].cpu()
+            if trigger:
+                kept = encode_text(tokenizer, text_encoder,
+                                   [without_trigger(ex.caption, trigger) for ex in chunk])
+                for k, ex in enumerate(chunk):
+                    self.kept_text[ex.index] = kept[k:k + 1].float().cpu()

@@ -21,6 +21,7 @@ by DDP, and only the main process writes files and emits events.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -125,7 +126,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from lora_studio.core.models.loading import load_pipeline, resolve_model
     from lora_studio.core.train import checkpoint as ckpt
     from lora_studio.core.train.data import (DataOrder, Example, TrainData, encode_text,
-                                             latent_distribution, sample_latents)
+                                             latent_distribution, sample_latents,
+                                             without_trigger)
     from lora_studio.core.train.device import configure_backends, select_device
     from lora_studio.core.train.objective import diffusion_loss, offset_noise, training_target
     from lora_studio.core.train.preview import render_previews
@@ -265,7 +267,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         flips = (False, True) if d.random_flip else (False,)
         data.cache_latents(vae, flips)
         if cache_text:
-            data.cache_text(tokenizer, text_encoder)
+            data.cache_text(tokenizer, text_encoder,
+                            trigger=d.trigger_word if tr.preserve_base else None)
         say(ev.Log(f"Cached the latents of {len(examples)} images ({len(data.latents)} "
                    f"encodings)" + (" and their caption embeddings." if cache_text else
                                     "; captions are encoded every step because the text "
@@ -398,6 +401,26 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                                   hidden.to(weight_dtype)).sample
                 loss = diffusion_loss(model_pred, target, noise_scheduler, timesteps,
                                       tr.min_snr_gamma)  # fp32
+                if tr.preserve_base:
+                    # Same noisy latents, the captions without the trigger word: the LoRA's
+                    # prediction should be the base model's (differential output preservation).
+                    if cache_text:  # a frozen text encoder: base and LoRA read them alike
+                        kept = torch.cat([data.kept_text[i] for i in indices]).to(device)
+                        kept_base = kept
+                    else:
+                        kept_captions = [without_trigger(examples[i].caption, d.trigger_word)
+                                         for i in indices]
+                        with torch.set_grad_enabled(lo.train_text_encoder):
+                            kept = encode_text(tokenizer, text_encoder, kept_captions)
+                    with torch.no_grad(), _base_only(accelerator, trained_models):
+                        if not cache_text:
+                            kept_base = encode_text(tokenizer, text_encoder, kept_captions)
+                        base_pred = unet(noisy.to(weight_dtype), timesteps,
+                                         kept_base.to(weight_dtype)).sample
+                    kept_pred = unet(noisy.to(weight_dtype), timesteps,
+                                     kept.to(weight_dtype)).sample
+                    loss = loss + tr.preserve_base * diffusion_loss(
+                        kept_pred, base_pred, noise_scheduler, timesteps, tr.min_snr_gamma)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and tr.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, tr.max_grad_norm)
@@ -445,6 +468,19 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     return TrainResult(lora_path=lora_path, steps_done=step, total_steps=tr.steps,
                        cancelled=cancelled, outputs=outputs, last_checkpoint=last_checkpoint,
                        final_loss=last_loss)
+
+
+@contextlib.contextmanager
+def _base_only(accelerator, models):
+    """The trained models with their LoRA adapters switched off (the frozen base model)."""
+    plain = [accelerator.unwrap_model(m) for m in models]
+    for model in plain:
+        model.disable_adapters()
+    try:
+        yield
+    finally:
+        for model in plain:
+            model.enable_adapters()
 
 
 def _any_process(accelerator, flag: bool) -> bool:
