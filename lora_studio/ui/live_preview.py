@@ -5,7 +5,8 @@ reload). The preview waits until the changes pause (`delay_ms`, debounced), then
 stack as it is *then*. A change while a preview renders cancels that render (it stops after its
 current step) and a fresh one follows; an image that finishes for a stack that has changed
 since is dropped, never shown: the picture on screen is always the current stack's. While
-another job (training) runs, the preview waits for it and then renders once.
+another job (training, a grid) runs, the preview waits for it and then renders once;
+`make_way()` stops a running preview for a job that is about to start.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ class LivePreview(QObject):
         self._timer.stop()
         if self.model.is_previewing:
             self.model.cancel()
+
+    def make_way(self) -> bool:
+        """Stop a running preview so another job (a grid) can start once it has ended; the
+        preview renders again after that job. True when a preview was running."""
+        if not self.model.is_previewing:
+            return False
+        self._rendering = None  # due again
+        self.model.cancel()
+        return True
 
     def set_prompt(self, prompt: str, negative: str = "") -> None:
         if (prompt, negative) != (self.prompt, self.negative):

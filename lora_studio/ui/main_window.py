@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
         self.base_model.described.connect(lambda _text, _ok: self._show_base_model())
         self.train_tab.base_model_requested.connect(self.model_picker.choose)
         self.train_tab.lora_trained.connect(self._on_lora_trained)
+        self.train_tab.compare_requested.connect(self.show_run_grid)
         self._on_base_model(self.base_model.spec)
         self.base_model.describe()
         self.runner.started.connect(lambda name: self.status.set_job(f"{name.capitalize()}: "
@@ -154,6 +155,11 @@ class MainWindow(QMainWindow):
         """A finished run's LoRA goes into the Mix tab's library (read again if overwritten)."""
         self.library.refresh_file(path)
         self.status.showMessage(f"Trained {path.name}: it is in the Mix tab's library.", 10000)
+
+    def show_run_grid(self, folder) -> None:
+        """The Mix tab's grid over the steps a training run saved in `folder`."""
+        self.mix_tab.show_run_grid(folder)
+        self.tabs.setCurrentWidget(self.mix_tab)
 
     # ------------------------------------------------------------------ drag and drop
     def _drop_for_generate(self, paths: list) -> bool:

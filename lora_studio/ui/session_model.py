@@ -36,6 +36,12 @@ Previews: `model.generate(request, purpose="preview")` runs the same way, but it
 `preview_event(object)` / `preview_finished(object)` instead (the Mix tab's live preview), so a
 preview never shows up in the Generate tab's gallery.
 
+Grids: `model.run_grid(work) -> bool` runs `work(session, adapters, emit, control)` the same
+way, after the stack is applied (`adapters`: {file key: adapter name in the session}); its events
+(`GridCellDone` per cell, see `core.generate.grid`) go to `grid_event(object)` and its end to
+`grid_finished(object)`. While a grid renders, slider changes wait for the next render (the grid
+sets the weights of its own cells).
+
 Sliders without a render: a weight, on/off or block weights change of a LoRA the session has
 already loaded is passed on at once (`GenerationSession.set_weight` / `set_enabled` /
 `set_block_weights`, i.e. `set_adapters`, no reload; applied when the pipeline is free, never
@@ -50,7 +56,7 @@ loads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +95,8 @@ class SessionModel(QObject):
     generation_finished = Signal(object)
     preview_event = Signal(object)
     preview_finished = Signal(object)
+    grid_event = Signal(object)
+    grid_finished = Signal(object)
     problems_changed = Signal()
 
     def __init__(self, runner: JobRunner, base_model: Any = None,
@@ -221,8 +229,16 @@ class SessionModel(QObject):
     def is_previewing(self) -> bool:
         return self.is_generating and self._purpose == "preview"
 
+    @property
+    def is_rendering_grid(self) -> bool:
+        return self.is_generating and self._purpose == "grid"
+
     def generation_job(self, request: GenerationRequest) -> Job:
         """The job for the runner: the current stack and base model, snapshotted now."""
+        return self._stack_job(lambda session, _adapters, emit, control:
+                               session.generate(request, emit, control))
+
+    def _stack_job(self, work: Callable[[Any, dict[str, str], ev.Emit, Any], Any]) -> Job:
         stack = self.stack
         spec = self._base_model
 
@@ -235,7 +251,7 @@ class SessionModel(QObject):
                 if session is self._session:
                     self._adapters = adapters
                     self._problems = problems
-            return session.generate(request, emit, control)
+            return work(session, adapters, emit, control)
 
         return job
 
@@ -244,8 +260,14 @@ class SessionModel(QObject):
         `purpose` "preview" sends the events to `preview_event` / `preview_finished`."""
         if purpose not in ("generate", "preview"):
             raise ValueError(f"purpose must be 'generate' or 'preview', not {purpose!r}")
-        started = self._runner.start(self.generation_job(request),
-                                     JOB_NAME if purpose == "generate" else "preview")
+        return self._start(self.generation_job(request), purpose)
+
+    def run_grid(self, work: Callable[[Any, dict[str, str], ev.Emit, Any], Any]) -> bool:
+        """Start a grid (see the module docstring); False when another job is running."""
+        return self._start(self._stack_job(work), "grid")
+
+    def _start(self, job: Job, purpose: str) -> bool:
+        started = self._runner.start(job, JOB_NAME if purpose == "generate" else purpose)
         if started:
             self._ours = True
             self._purpose = purpose
@@ -256,8 +278,8 @@ class SessionModel(QObject):
         render, no reload); only what changed, as each call re-applies the adapters."""
         with self._lock:
             session, name = self._session, self._adapters.get(path_key(entry.path))
-        if session is None or name is None:
-            return
+        if session is None or name is None or self.is_rendering_grid:
+            return  # a grid sets its cells' weights: the next render applies the stack
         try:
             if entry.weight != old.weight:
                 session.set_weight(name, entry.weight)
@@ -286,16 +308,20 @@ class SessionModel(QObject):
                 self._session, self._session_spec = session, normal_spec(spec)
         return session
 
+    def _signals(self) -> tuple[Signal, Signal]:
+        """(event, finished) signals of the running job's purpose."""
+        return {"preview": (self.preview_event, self.preview_finished),
+                "grid": (self.grid_event, self.grid_finished)}.get(
+            self._purpose, (self.generation_event, self.generation_finished))
+
     def _on_event(self, event: ev.Event) -> None:
         if self._ours:
-            (self.preview_event if self._purpose == "preview" else self.generation_event
-             ).emit(event)
+            self._signals()[0].emit(event)
 
     def _on_finished(self, terminal: ev.Event) -> None:
         if self._ours:
             self._ours = False
-            (self.preview_finished if self._purpose == "preview" else self.generation_finished
-             ).emit(terminal)
+            self._signals()[1].emit(terminal)
             self.problems_changed.emit()
 
 

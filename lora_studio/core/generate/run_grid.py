@@ -205,8 +205,14 @@ def run_grid(session: GenerationSession, listing: RunListing, request: Generatio
             session.remove_lora(name)
         for name, on in was_on.items():
             session.set_enabled(name, on)
-    labels = (prompts, [s.label for s in states], f"strength {strength:g}")
+    labels = run_labels(states, prompts, strength)
     return GridResult(compose(cells, *labels), cells, complete, *labels)
+
+
+def run_labels(states: list[SavedState], prompts: list[str], strength: float
+               ) -> tuple[list[str], list[str], str]:
+    """(row labels, column labels, corner) of a grid over a run: prompts, steps, strength."""
+    return list(prompts), [s.label for s in states], f"strength {strength:g}"
 
 
 # ---------------------------------------------------------------------------- helpers

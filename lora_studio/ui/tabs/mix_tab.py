@@ -7,8 +7,10 @@ and per-block strengths under "Blocks ▸"), bound to the window's `SessionModel
 tab renders with the same stack — plus "Copy prompt tags" (`<lora:name:weight>` for A1111 /
 ComfyUI, with `:lbw=...` when a LoRA has block weights) and "Save merged LoRA" (the exact merge
 of `core.lora.merge`, at the plain strengths: block weights are not baked in, the status line
-says so). Right: the live preview (`LivePreview`: debounced, stale renders dropped) of a fixed
-seed.
+says so). Right, two tabs: the live preview (`LivePreview`: debounced, stale renders dropped)
+of a fixed seed, and the Grid (`StrengthGridPanel`): one or two stacked LoRAs over lists of
+strengths, or every step a training run saved (`show_run_grid(folder)`), cells shown as they
+finish, one labelled PNG.
 
 The stack is remembered in QSettings as `[path, weight, enabled]`, plus the block weights'
 17 numbers as a fourth item when a LoRA has them.
@@ -34,6 +36,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -41,6 +44,7 @@ from PySide6.QtWidgets import (
 from lora_studio.core.errors import StudioError, error_text
 from lora_studio.core.generate.pnginfo import lora_tag
 from lora_studio.core.lora.block_weights import BlockWeights
+from lora_studio.ui.grid_model import GridModel
 from lora_studio.ui.live_preview import LivePreview
 from lora_studio.ui.lora_library import LORA_SUFFIX, LoraLibrary
 from lora_studio.ui.session_model import LoraEntry, SessionModel
@@ -49,6 +53,7 @@ from lora_studio.ui.widgets.gallery import ImageView
 from lora_studio.ui.widgets.lora_library_panel import LoraLibraryPanel
 from lora_studio.ui.widgets.lora_stack_row import LoraStackRow
 from lora_studio.ui.widgets.preview_strip import to_pixmap
+from lora_studio.ui.widgets.strength_grid_panel import StrengthGridPanel
 from lora_studio.ui.workers import TaskPool
 
 KEY_STACK = "mix/stack"
@@ -152,21 +157,36 @@ class MixTab(PathDropMixin, QWidget):
         self.preview_status = QLabel("")
         self.preview_status.setObjectName("HintLabel")
         self.preview_status.setWordWrap(True)
-        preview_box = QGroupBox("Preview")
-        preview_layout = QVBoxLayout(preview_box)
+        preview_page = QWidget()
+        preview_layout = QVBoxLayout(preview_page)
         preview_layout.addWidget(self.preview_check)
         preview_layout.addWidget(self.preview_prompt)
         preview_layout.addWidget(self.preview_view, 1)
         preview_layout.addWidget(self.preview_status)
+        self.grid_model = GridModel(self.model, self.preview.make_way, parent=self)
+        self.grid_panel = StrengthGridPanel(self.grid_model, lambda: self.preview.prompt)
+        grid_page = QWidget()
+        QVBoxLayout(grid_page).addWidget(self.grid_panel)
+        self.side_tabs = QTabWidget()
+        self.side_tabs.setDocumentMode(True)
+        self.side_tabs.addTab(preview_page, "Preview")
+        self.side_tabs.addTab(grid_page, "Grid")
+        self.side_tabs.setTabToolTip(1, "Strength grids of stacked LoRAs, or every step a "
+                                        "training run saved, side by side in one PNG")
 
         splitter = QSplitter(Qt.Horizontal)
         splitter.setChildrenCollapsible(False)
-        for widget in (library_box, stack_box, preview_box):
+        for widget in (library_box, stack_box, self.side_tabs):
             splitter.addWidget(widget)
         splitter.setSizes([420, 430, 380])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(splitter)
+
+    def show_run_grid(self, folder: str | Path) -> None:
+        """Open the Grid over the saved steps of the training run in `folder`."""
+        self.side_tabs.setCurrentIndex(1)
+        self.grid_panel.set_run_folder(folder)
 
     # ------------------------------------------------------------------ the stack
     def add_to_stack(self, path: str | Path, weight: float = 1.0) -> bool:
@@ -299,6 +319,7 @@ class MixTab(PathDropMixin, QWidget):
                     words += [w for w in item.trigger_words[:1] if w not in words]
             text = ", ".join(words)
         self.preview.set_prompt(text)
+        self.grid_panel.update_prompt_hint()  # an empty grid prompt renders this one
 
     # ------------------------------------------------------------------ settings
     def _save_stack(self) -> None:
@@ -380,6 +401,7 @@ class MixTab(PathDropMixin, QWidget):
         return count
 
     def shutdown(self) -> None:
+        self.grid_model.cancel()  # a grid waiting for the preview to stop never starts
         self.preview.stop()  # no debounced render may start once the window goes
         self._pool.shutdown()
 

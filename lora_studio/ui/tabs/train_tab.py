@@ -13,6 +13,7 @@ asks for it with `base_model_requested`.
 Signals:
   base_model_requested(str)  a preset named this base model (the window's picker switches to it)
   lora_trained(Path)         a run finished; the argument is the saved LoRA file (for the Mix tab)
+  compare_requested(Path)    "Compare checkpoints…": the run's output folder (the Mix tab's grid)
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def validate_settings(cfg: TrainConfig) -> None:
 class TrainTab(QWidget):
     base_model_requested = Signal(str)
     lora_trained = Signal(Path)
+    compare_requested = Signal(Path)
 
     def __init__(self, runner: JobRunner, settings: QSettings,
                  job_factory: Callable[[TrainConfig], Job] = training_job,
@@ -179,6 +181,8 @@ class TrainTab(QWidget):
         self.loss_label, self.lr_label, self.speed_label, self.eta_label = (
             view.loss_label, view.lr_label, view.speed_label, view.eta_label)
         self.result_label = view.result_label
+        view.compare_button.clicked.connect(
+            lambda: view.result_path and self.compare_requested.emit(view.result_path.parent))
         splitter.addWidget(view)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([440, 810])

@@ -2,8 +2,9 @@
 
 Progress bar and step / total, loss (and its moving average), learning rate, it/s, ETA, the loss
 curve (throttled redraws, see `LossPlot`), every preview image (`PreviewStrip`), the saved LoRA
-and a log. `show_event(event)` takes each `lora_studio.core.events` dataclass in the GUI thread;
-the view never talks to the job.
+(with "Compare checkpoints…", which the Train tab turns into the Mix tab's grid over the run's
+saved steps) and a log. `show_event(event)` takes each `lora_studio.core.events` dataclass in
+the GUI thread; the view never talks to the job.
 """
 
 from __future__ import annotations
@@ -76,8 +77,13 @@ class TrainRunView(QGroupBox):
         self.open_folder_button.setToolTip("Open the folder of the saved LoRA.")
         self.open_folder_button.clicked.connect(self._open_folder)
         self.open_folder_button.setVisible(False)
+        self.compare_button = QPushButton("Compare checkpoints…")
+        self.compare_button.setToolTip("A grid of the LoRA at every step this run saved, side "
+                                       "by side (Mix tab → Grid): which step is best?")
+        self.compare_button.setVisible(False)
         result_row = QHBoxLayout()
         result_row.addWidget(self.result_label, 1)
+        result_row.addWidget(self.compare_button, 0, Qt.AlignTop)
         result_row.addWidget(self.open_folder_button, 0, Qt.AlignTop)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
@@ -105,6 +111,7 @@ class TrainRunView(QGroupBox):
         self.log_view.clear()
         self.result_label.setText("")
         self.open_folder_button.setVisible(False)
+        self.compare_button.setVisible(False)
         self.progress.setRange(0, total_steps)
         self.progress.setValue(0)
         self.step_label.setText(f"step 0 / {total_steps}")
@@ -175,6 +182,7 @@ class TrainRunView(QGroupBox):
         self.result_label.setText(message)
         self.result_label.setToolTip(str(path) if path else "")
         self.open_folder_button.setVisible(path is not None and path.exists())
+        self.compare_button.setVisible(path is not None and path.exists())
         self.result_path = path
 
     def _open_folder(self) -> None:
