@@ -180,6 +180,7 @@ def test_compare_checkpoints_opens_the_grid_over_the_runs_steps(window, qtbot, t
     assert panel.mode_combo.currentIndex() == RUN and panel.run_edit.text() == str(run)
     assert "4 saved states of t" in panel.run_summary.text()
     assert "Steps 1, 3 are only in checkpoints" in panel.run_summary.text()
+    assert "trained on" not in panel.run_summary.text()  # the base model in use
     assert "2 preview prompts" in panel.prompt_edit.placeholderText()
     assert (panel.seed_spin.value(), panel.steps_spin.value()) == (7, 2)  # the run's previews
     with qtbot.waitSignal(tab.grid_model.finished, timeout=TIMEOUT_MS) as end:
@@ -196,3 +197,7 @@ def test_compare_checkpoints_opens_the_grid_over_the_runs_steps(window, qtbot, t
     window.show_run_grid(lonely)
     assert "only its final LoRA" in panel.run_summary.text()
     assert "output.save_every" in panel.run_summary.text()
+    window.session_model.set_base_model(None)  # the built-in model, not the run's
+    window.show_run_grid(run)
+    assert f"It was trained on {tiny_model_dir.name}; the grid renders on Tiny Shapes" in \
+        panel.run_summary.text()

@@ -37,6 +37,7 @@ from lora_studio.core.errors import StudioError
 from lora_studio.core.generate.grid import parse_strengths
 from lora_studio.core.generate.run_grid import RunListing, list_run
 from lora_studio.core.generate.session import GenerationRequest
+from lora_studio.ui.base_model import normal_spec, short_label
 from lora_studio.ui.grid_model import GridModel, GridPlan
 from lora_studio.ui.widgets.grid_view import GridView
 from lora_studio.ui.widgets.preview_strip import to_pixmap
@@ -175,7 +176,7 @@ class StrengthGridPanel(QWidget):
             except StudioError as exc:
                 self.run_summary.setText(exc.user_message())
             else:
-                self.run_summary.setText(self.listing.summary())
+                self.run_summary.setText(self.listing.summary() + self._base_note(self.listing))
                 self._use_run_settings(self.listing)
         self._update_buttons()
         return self.listing
@@ -228,6 +229,14 @@ class StrengthGridPanel(QWidget):
         entry = self.model.entry(path)
         return Path(path), entry.name if entry else Path(path).stem, parse_strengths(
             edit.text(), field)
+
+    def _base_note(self, listing: RunListing) -> str:
+        """A warning when the run was trained on another base model than the one in use."""
+        trained_on = normal_spec(listing.config.get("model", {}).get("base"))
+        if "model" not in listing.config or trained_on == normal_spec(self.model.base_model):
+            return ""
+        return (f" It was trained on {short_label(trained_on)}; the grid renders on "
+                f"{short_label(self.model.base_model)} (the base model at the top right).")
 
     def _use_run_settings(self, listing: RunListing) -> None:
         sample = listing.sample
