@@ -142,6 +142,7 @@ def test_every_setting_has_the_engine_help_as_tooltip(qtbot, settings):
                "train.batch_size": form.batch_spin, "dataset.resolution": form.resolution_spin,
                "train.lr_scheduler": form.scheduler_combo,
                "train.mixed_precision": form.precision_combo,
+               "train.preserve_base": form.preserve_spin,
                "lora.targets": form.targets_combo,
                "lora.train_text_encoder": form.text_encoder_check,
                "sample.prompts": form.prompts_edit, "sample.every": form.sample_every_spin,
@@ -165,6 +166,7 @@ def test_presets_round_trip_through_toml(qtbot, settings, dataset_dir, tmp_path)
     form.precision_combo.setCurrentIndex(form.precision_combo.findData("bf16"))
     form.targets_combo.setCurrentIndex(form.targets_combo.findData("attention"))
     form.text_encoder_check.setChecked(True)
+    form.preserve_spin.setValue(1.5)
     form.sample_every_spin.setValue(7)
     form.prompts_edit.setPlainText("zqstar\na photo of zqstar")
     form.output_edit.setText(str(tmp_path / "out"))
@@ -179,6 +181,7 @@ def test_presets_round_trip_through_toml(qtbot, settings, dataset_dir, tmp_path)
     tab.load_preset(path)
     assert tab.build_config().to_dict() == before
     assert form.lr_edit.text() == "0.0003" and form.format_combo.currentData() == "diffusers"
+    assert before["train"]["preserve_base"] == 1.5
 
 
 def test_a_preset_keeps_the_open_dataset_and_unknown_targets(qtbot, settings, dataset_dir,

@@ -140,6 +140,12 @@ class TrainForm(QWidget):
         self.scheduler_combo = _combo([(name.replace("_", " "), name) for name in LR_SCHEDULERS])
         self.precision_combo = _combo([("fp32 (no)" if p == "no" else p, p)
                                        for p in MIXED_PRECISIONS])
+        self.preserve_spin = QDoubleSpinBox()
+        self.preserve_spin.setRange(0.0, 10.0)
+        self.preserve_spin.setSingleStep(0.5)
+        self.preserve_spin.setDecimals(2)
+        self.preserve_spin.setSpecialValueText("off")
+        self.preserve_spin.setAlignment(Qt.AlignRight)
 
         self.sample_every_spin = _spin(0, 10_000_000)
         self.sample_every_spin.setSpecialValueText("off")
@@ -174,6 +180,7 @@ class TrainForm(QWidget):
                    self._tip("dataset.resolution"))),
             ("LR schedule", "train.lr_scheduler", self.scheduler_combo),
             ("Precision", "train.mixed_precision", self.precision_combo),
+            ("Keep base", "train.preserve_base", self.preserve_spin),
         ])
         previews = self._group("Previews", [
             ("Preview every", "sample.every", _pair(self.sample_every_spin, "Steps",
@@ -240,6 +247,7 @@ class TrainForm(QWidget):
         self.resolution_spin.setValue(cfg.dataset.resolution)
         _select(self.scheduler_combo, cfg.train.lr_scheduler)
         _select(self.precision_combo, cfg.train.mixed_precision)
+        self.preserve_spin.setValue(cfg.train.preserve_base)
         self.sample_every_spin.setValue(cfg.sample.every)
         self.sample_steps_spin.setValue(cfg.sample.steps)
         self.prompts_edit.setPlainText("\n".join(cfg.sample.prompts))
@@ -272,6 +280,7 @@ class TrainForm(QWidget):
         cfg.dataset.resolution = self.resolution_spin.value()
         cfg.train.lr_scheduler = self.scheduler_combo.currentData()
         cfg.train.mixed_precision = self.precision_combo.currentData()
+        cfg.train.preserve_base = float(self.preserve_spin.value())
         cfg.sample.every = self.sample_every_spin.value()
         cfg.sample.steps = self.sample_steps_spin.value()
         cfg.sample.prompts = self.prompts()
