@@ -1,11 +1,11 @@
 """The Mix tab's live preview: a small fixed-seed render after the stack changes.
 
-Moving a slider changes the SessionModel's stack at once (the session gets `set_adapters`, no
-reload). The preview waits until the changes pause (`delay_ms`, debounced), then renders the
-stack as it is *then*. A change while a preview renders cancels that render (it stops after its
-current step) and a fresh one follows; an image that finishes for a stack that has changed
-since is dropped, never shown: the picture on screen is always the current stack's. While
-another job (training, a grid) runs, the preview waits for it and then renders once;
+Moving a slider changes the SessionModel's stack at once (the session re-scales only that
+LoRA's layers, no reload). The preview waits until the changes pause (`delay_ms`, debounced),
+then renders the stack as it is *then*. A change while a preview renders cancels that render (it
+stops after its current step) and a fresh one follows; an image that finishes for a stack that
+has changed since is dropped, never shown: the picture on screen is always the current
+stack's. While another job (training, a grid) runs, the preview waits for it and then renders once;
 `make_way()` stops a running preview for a job that is about to start.
 """
 

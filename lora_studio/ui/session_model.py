@@ -44,8 +44,8 @@ sets the weights of its own cells).
 
 Sliders without a render: a weight, on/off or block weights change of a LoRA the session has
 already loaded is passed on at once (`GenerationSession.set_weight` / `set_enabled` /
-`set_block_weights`, i.e. `set_adapters`, no reload; applied when the pipeline is free, never
-waiting for a render). New files are loaded by the next render.
+`set_block_weights`: a weight re-scales only that LoRA's layers, no reload; applied when the
+pipeline is free, never waiting for a render). New files are loaded by the next render.
 
 Files that do not fit: a LoRA of the stack that the session refuses (another architecture, a
 damaged file) is skipped — the render goes on with the others and logs a warning — and is
@@ -275,7 +275,7 @@ class SessionModel(QObject):
 
     def _push_to_session(self, old: LoraEntry, entry: LoraEntry) -> None:
         """Pass a weight / on-off / block weights change to the live session at once (no
-        render, no reload); only what changed, as each call re-applies the adapters."""
+        render, no reload); only what changed, so a slider move re-scales only its LoRA."""
         with self._lock:
             session, name = self._session, self._adapters.get(path_key(entry.path))
         if session is None or name is None or self.is_rendering_grid:

@@ -95,6 +95,15 @@ def lora_scalings(session, adapter: str) -> set[float]:
             if hasattr(module, "scaling") and adapter in getattr(module, "scaling", {})}
 
 
+def block_scalings(session, adapter: str) -> dict[str, set[float]]:
+    """`lora_scalings` per part of the UNet (down_blocks, mid_block, up_blocks)."""
+    out: dict[str, set[float]] = {}
+    for name, module in session.pipeline.unet.named_modules():
+        if adapter in (getattr(module, "scaling", None) or {}):
+            out.setdefault(name.split(".")[0], set()).add(round(float(module.scaling[adapter]), 4))
+    return out
+
+
 # ----------------------------------------------------------------------------- library
 def test_library_shows_inspect_info_and_refuses_what_is_not_a_lora(window, qtbot, lora_dir):
     library = window.mix_tab.library
@@ -206,6 +215,57 @@ def test_live_preview_is_debounced_and_never_shows_a_stale_stack(window, qtbot, 
     assert np.array_equal(pixels(images[-1]), pixels(fresh[0].image))
 
 
+def test_a_slider_moved_while_the_preview_renders_never_waits_for_it(window, qtbot, lora_dir,
+                                                                   monkeypatch):
+    """The render holds the pipeline (parked in its first step here): the slider's call returns
+    at once, the new weight waits for that render to end (never changes it halfway), and the
+    preview that follows shows it. (That the preview then equals a fresh render of the final
+    stack: test_live_preview_is_debounced_and_never_shows_a_stale_stack.)"""
+    import threading
+    import time
+
+    from lora_studio.core.generate import session as session_module
+
+    tab = stack_two(window, qtbot, lora_dir)
+    tab.preview_check.setChecked(True)
+    wait_preview(qtbot, tab, 0)
+    session = window.session_model.session
+    parked, go = threading.Event(), threading.Event()
+    step_callback = session_module.step_callback
+
+    def parking_callback(emit, control, index, arch):
+        inner = step_callback(emit, control, index, arch)
+
+        def on_step_end(pipe, step, timestep, kwargs):
+            if not parked.is_set():  # the first step only
+                parked.set()
+                go.wait(timeout=60)  # the worker holds the session's lock meanwhile
+            return inner(pipe, step, timestep, kwargs)
+
+        return on_step_end
+
+    monkeypatch.setattr(session_module, "step_callback", parking_callback)
+    row = tab.rows()[0]
+    try:
+        row.slider.setValue(60)
+        qtbot.waitUntil(parked.is_set, timeout=RENDER_TIMEOUT_MS)
+        assert not session._lock.acquire(blocking=False)  # the render holds the pipeline
+        tick = time.perf_counter()
+        row.slider.setValue(-40)  # would hang until the gate's timeout if it waited
+        elapsed = time.perf_counter() - tick
+        assert not go.is_set() and window.session_model.is_previewing  # still parked
+        assert elapsed < 0.1  # a generous responsiveness bound (a frame is 16 ms)
+        assert [lo.weight for lo in session.loras] == pytest.approx([-0.4, 1.0])  # queued
+        # the running render keeps its own (read past `session.pipeline`, which waits for it)
+        assert {round(float(m.scaling["zqstar"]), 4) for m in session._pipe.unet.modules()
+                if "zqstar" in (getattr(m, "scaling", None) or {})} == {0.6}
+    finally:
+        go.set()
+    shown = tab.preview.renders_shown
+    wait_preview(qtbot, tab, shown)  # the parked render is cancelled, a fresh one shown
+    assert lora_scalings(session, "zqstar") == {-0.4}
+
+
 def test_a_lora_the_model_refuses_is_marked_and_the_rest_renders(window, qtbot, lora_dir):
     tab = window.mix_tab
     wide = lora_dir / "other_arch" / "wide_unet.safetensors"
@@ -231,7 +291,7 @@ def choose_preset(editor, name: str) -> None:
 
 
 def test_the_block_weights_editor_reaches_the_session_and_the_preview(window, qtbot, lora_dir):
-    from lora_studio.core.lora.block_weights import BlockWeights, UNetLayout
+    from lora_studio.core.lora.block_weights import BlockWeights
 
     tab = stack_two(window, qtbot, lora_dir)
     images = capture_preview(tab)
@@ -239,11 +299,6 @@ def test_the_block_weights_editor_reaches_the_session_and_the_preview(window, qt
     wait_preview(qtbot, tab, 0)
     first = pixels(images[-1])
     session = window.session_model.session
-    pipe = session.pipeline
-    calls = []
-    set_adapters = pipe.set_adapters
-    pipe.set_adapters = lambda names, weights: (calls.append((names, weights)),
-                                                set_adapters(names, weights))[1]
 
     row = tab.rows()[0]
     editor = row.blocks_editor
@@ -256,12 +311,10 @@ def test_the_block_weights_editor_reaches_the_session_and_the_preview(window, qt
     outall = BlockWeights.parse("OUTALL")
     assert window.session_model.entry(row.path).block_weights == outall
     assert session.loras[0].block_weights == outall  # reached the session at once
-    names, weights = calls[-1]
-    assert names == ["zqstar", "inkwash"]
-    # diffusers' dict form for the tiny UNet (no text-encoder layers in this LoRA), and 1.0
-    assert weights == [outall.to_diffusers(1.0, UNetLayout.of(pipe.unet), ()), 1.0]
-    assert weights[0]["unet"] == {"down": {"block_0": [0.0]}, "up": {"block_1": [1.0, 1.0]},
-                                  "mid": 0.0}
+    # in the pipeline at once: the tiny UNet's in and middle blocks off, its out blocks on
+    assert block_scalings(session, "zqstar") == {"down_blocks": {0.0}, "mid_block": {0.0},
+                                                 "up_blocks": {1.0}}
+    assert lora_scalings(session, "inkwash") == {1.0}
     assert row.blocks_button.text() == "Blocks: OUTALL ▾"
     assert editor.text_edit.text() == "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1"
     assert editor.spins["IN01"].value() == 0 and editor.spins["OUT09"].value() == 1
@@ -290,7 +343,7 @@ def test_the_block_weights_editor_reaches_the_session_and_the_preview(window, qt
 
     choose_preset(editor, "ALL")  # all ones: back to the plain strength
     assert window.session_model.entry(row.path).block_weights is None
-    assert session.loras[0].block_weights is None and calls[-1][1] == [1.0, 1.0]
+    assert session.loras[0].block_weights is None and lora_scalings(session, "zqstar") == {1.0}
     assert row.blocks_button.text() == "Blocks ▾"
     qtbot.mouseClick(row.blocks_button, Qt.LeftButton)
     assert not editor.isVisibleTo(tab)

@@ -7,6 +7,11 @@ in resnets and samplers would be left at scale 1.0 whatever the strength (and la
 down / mid / up, e.g. `conv_in`, make its lookup fail), so a second pass sets those modules
 from `BlockWeights.module_factor`. When diffusers' dict form cannot be used at all on this UNet
 the pass sets every module of that adapter itself.
+
+`AdapterScales` keeps a pipeline's adapters at what a session asks for with the least work: a
+slider move re-scales only the moved adapter's own layers (PEFT's `set_scale`, the same factors
+and the same float arithmetic as the full pass, so the result is bit-identical), while switching
+adapters on or off, adding or removing one goes through `set_adapter_weights`.
 """
 
 from __future__ import annotations
@@ -50,6 +55,19 @@ def set_adapter_weights(pipe: Any, active: Sequence[ActiveAdapter]) -> None:
             _scale_unet_modules(unet, name, float(weight), bw, layout, skip_blocks=dict_ok)
 
 
+def pipe_adapters(pipe: Any) -> set[str]:
+    """The names of the adapters loaded in the pipeline (any part)."""
+    try:
+        return {name for names in pipe.get_list_adapters().values() for name in names}
+    except Exception:  # no PEFT layers yet
+        return set()
+
+
+def delete_adapter(pipe: Any, name: str) -> None:
+    if name in pipe_adapters(pipe):
+        pipe.delete_adapters([name])
+
+
 def _lora_layers(model: Any):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -88,3 +106,70 @@ def _scale_unet_modules(unet: Any, adapter: str, strength: float, bw: BlockWeigh
         if skip_blocks and _in_transformer_block(name):
             continue  # set by diffusers' dict form
         module.set_scale(adapter, strength * bw.module_factor(name, layout))
+
+
+class AdapterScales:
+    """The active adapters and per-layer scales of one pipeline, changed by the smallest step.
+
+    `apply(active)`: when the active adapter names (in order) are those applied last, only the
+    adapters whose strength or block weights changed are re-scaled, each through the list of its
+    own LoRA layers (one walk of the model, kept until `reset`), with the factor
+    `set_adapter_weights` would give it: `strength` for a plain LoRA; with block weights,
+    `strength * module_factor(module)` in the UNet and `strength * text_encoder` in the text
+    encoders. Anything else (an adapter switched on or off, reordered, none active, or after
+    `reset`) goes through `set_adapter_weights`, which walks every LoRA layer of the pipeline.
+    Not thread-safe: the caller holds the pipeline's lock."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+        self._applied: list[ActiveAdapter] | None = None  # None: unknown, apply in full
+        self._layers: dict[str, list[tuple[str, str, Any]]] | None = None
+        self._layout: UNetLayout | None = None
+
+    def reset(self) -> None:
+        """Adapters were loaded or deleted: forget what is applied and the layer lists."""
+        self._applied = None
+        self._layers = None
+
+    def apply(self, active: Sequence[ActiveAdapter]) -> None:
+        """Make the pipeline's active adapters and scales exactly `active`."""
+        wanted = [(name, float(w), normalized(bw)) for name, w, bw in active]
+        applied, self._applied = self._applied, None  # unknown until this call succeeds
+        if not wanted:
+            self.pipe.disable_lora()
+        elif applied and [a[0] for a in applied] == [a[0] for a in wanted] \
+                and self._index() is not None:
+            for new, old in zip(wanted, applied):
+                if new != old:
+                    self._rescale(*new)
+        else:
+            self.pipe.enable_lora()
+            set_adapter_weights(self.pipe, wanted)
+            self._index()  # walked once per set of loaded adapters, so slider moves are cheap
+        self._applied = wanted
+
+    def _rescale(self, adapter: str, strength: float, bw: BlockWeights | None) -> None:
+        layers = self._index() or {}
+        for part, module_name, layer in layers.get(adapter, ()):
+            if bw is None:
+                scale = strength
+            elif part == "unet":
+                scale = strength * bw.module_factor(module_name, self._layout)
+            else:  # a text encoder
+                scale = strength * bw.text_encoder
+            layer.set_scale(adapter, scale)
+
+    def _index(self) -> dict[str, list[tuple[str, str, Any]]] | None:
+        """adapter -> [(pipeline part, module name, LoRA layer)]; None when some adapter sits
+        in a part other than the UNet and text encoders (the full pass handles those)."""
+        if self._layers is None:
+            layers: dict[str, list[tuple[str, str, Any]]] = {}
+            for part in self.pipe.get_list_adapters():
+                if part != "unet" and not part.startswith("text_encoder"):
+                    return None
+                for module_name, layer in _lora_layers(getattr(self.pipe, part)):
+                    for adapter in getattr(layer, "scaling", {}):
+                        layers.setdefault(adapter, []).append((part, module_name, layer))
+            self._layout = UNetLayout.of(self.pipe.unet)
+            self._layers = layers
+        return self._layers

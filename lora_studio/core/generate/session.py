@@ -1,8 +1,9 @@
 """A long-lived generation session: one base pipeline, LoRAs on sliders, A1111-style renders.
 
 The base model is loaded once (lazily, on first use). LoRAs are loaded into that pipeline as
-named PEFT adapters; strengths and on/off switches only call `set_adapters(names, weights)`
-(REFERENCE §5), so moving a slider never reloads the model. Disabling a LoRA leaves it out of the
+named PEFT adapters; switching them on or off calls `set_adapters(names, weights)` (REFERENCE
+§5) and a strength change re-scales only that adapter's layers (`adapters.AdapterScales`, the
+same numbers), so moving a slider never reloads the model. Disabling a LoRA leaves it out of the
 active adapter list, which renders exactly what removing it would.
 
 Conventions (A1111's, so results and PNG info carry over):
@@ -26,8 +27,9 @@ Conventions (A1111's, so results and PNG info carry over):
   tiny model, 512 SD1, 768 SD2-v, 1024 SDXL).
 
 Threading: `generate` and `add_lora`/`remove_lora` take the pipeline lock. `set_weight` and
-`set_enabled` never wait for a render in progress: they record the value, and it is applied at
-once when the pipeline is free, or when the running render ends.
+`set_enabled` / `set_block_weights` never wait for a render in progress: they record the value,
+and it is applied at once when the pipeline is free, or when the running render ends (a render
+never changes strengths halfway; the next one starts with the values recorded by then).
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ from typing import Any
 from lora_studio.core import events
 from lora_studio.core.errors import ConfigError, LoraFormatError, StudioError
 from lora_studio.core.generate import pnginfo
-from lora_studio.core.generate.adapters import ActiveAdapter, set_adapter_weights
+from lora_studio.core.generate.adapters import (
+    ActiveAdapter,
+    AdapterScales,
+    delete_adapter,
+    pipe_adapters,
+)
 from lora_studio.core.generate.preview import step_callback
 from lora_studio.core.generate.samplers import make_scheduler, resolve_sampler
 from lora_studio.core.lora.block_weights import BlockWeights, normalized
@@ -137,6 +144,7 @@ class GenerationSession:
         self.device = device
         self.torch_dtype = torch_dtype
         self._pipe = None
+        self._scales: AdapterScales | None = None
         self._source = None
         self._base_scheduler_config: dict[str, Any] | None = None
         self._loras: dict[str, SessionLora] = {}
@@ -156,6 +164,7 @@ class GenerationSession:
                 self._source = getattr(pipe, "model_source", source)
                 pipe.set_progress_bar_config(disable=True)
                 self._base_scheduler_config = dict(pipe.scheduler.config)
+                self._scales = AdapterScales(pipe)
                 self._pipe = pipe
             return self._pipe
 
@@ -206,11 +215,12 @@ class GenerationSession:
             raise LoraFormatError(f"LoRA file not found: {path}", "Check the path and try again.")
         with self._lock:
             pipe = self.pipeline
-            adapter = adapter_name_for(name or path.stem, set(self._loras) | _pipe_adapters(pipe))
+            adapter = adapter_name_for(name or path.stem, set(self._loras) | pipe_adapters(pipe))
+            self._scales.reset()  # loading changes the LoRA layers and the active adapters
             report = load_lora_into_pipeline(pipe, path, adapter)
             adapter = getattr(report, "adapter_name", None) or adapter
             if report.matched == 0:
-                _delete_adapter(pipe, adapter)
+                delete_adapter(pipe, adapter)
                 raise LoraFormatError(
                     f"{path.name}: none of its {report.total} modules match this model.",
                     "It was probably made for another base model (SD 1.x / SD 2.x / SDXL); "
@@ -225,7 +235,8 @@ class GenerationSession:
     def remove_lora(self, name: str) -> None:
         with self._lock:
             self._get(name)
-            _delete_adapter(self.pipeline, name)
+            self._scales.reset()
+            delete_adapter(self.pipeline, name)
             del self._loras[name]
             self._apply_adapters()
 
@@ -258,17 +269,12 @@ class GenerationSession:
     def _apply_adapters(self, active: list[ActiveAdapter] | None = None) -> None:
         """Make the pipeline's active adapters and scales match `active` (default: the
         session's enabled LoRAs at their weights and block weights). Call with the lock held."""
-        pipe = self._pipe
-        if pipe is None or not self._loras:
+        if self._scales is None or not self._loras:
             return
         if active is None:
             active = [(lo.name, lo.weight, lo.block_weights)
                       for lo in self._loras.values() if lo.enabled]
-        if not active:
-            pipe.disable_lora()
-            return
-        pipe.enable_lora()
-        set_adapter_weights(pipe, active)
+        self._scales.apply(active)
 
     # ------------------------------------------------------------------ generation
     def generate(self, request: GenerationRequest, emit: events.Emit | None = None,
@@ -420,18 +426,6 @@ def _validate(request: GenerationRequest) -> None:
     if request.seed is not None and request.seed < 0:
         raise ConfigError("generate.seed", f"must not be negative, not {request.seed}.",
                           "Leave it empty for a random seed.")
-
-
-def _pipe_adapters(pipe) -> set[str]:
-    try:
-        return {name for names in pipe.get_list_adapters().values() for name in names}
-    except Exception:  # no PEFT layers yet
-        return set()
-
-
-def _delete_adapter(pipe, name: str) -> None:
-    if name in _pipe_adapters(pipe):
-        pipe.delete_adapters([name])
 
 
 def _short_hash(path: Path) -> str:
