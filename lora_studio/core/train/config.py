@@ -118,7 +118,7 @@ class TrainSection:
                               "(differential output preservation, as in ai-toolkit): each step "
                               "also teaches the LoRA to draw each caption without the trigger "
                               "word exactly as the base model does. Less bleed into other "
-                              "prompts; about 1.7x the step time. 0 = off, 1 = usual; needs "
+                              "prompts; about 2x the step time. 0 = off, 1 = usual; needs "
                               "dataset.trigger_word.")
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).")
     cache_latents: bool = _f(True, "Encode every image (and caption) once before training.")
