@@ -62,7 +62,7 @@ def run_dataset(args: argparse.Namespace) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("tiny-shapes", help="the built-in Tiny Shapes model: retrain, measure")
     tsub = p.add_subparsers(dest="tiny_command", required=True)
-    t = tsub.add_parser("train", help="train the model from scratch (about 45 min on 2 cores)")
+    t = tsub.add_parser("train", help="train the model from scratch (about 80 min on 2 cores)")
     t.add_argument("out", type=Path, help="output folder (diffusers format)")
     t.add_argument("--seed", type=int, default=0, help="same seed, same model")
     t.add_argument("--steps", type=int, default=None, help="UNet steps (default 4600)")
