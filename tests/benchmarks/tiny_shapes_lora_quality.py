@@ -49,7 +49,10 @@ def stripes_lora(tmp_path_factory):
                                              "stripes")
     return _train(tmp_path_factory.mktemp("stripes"), **{
         "dataset.path": data, "dataset.trigger_word": "zqstripe",
-        "dataset.default_caption": "zqstripe", "output.name": "zqstripe"})
+        "dataset.default_caption": "zqstripe", "output.name": "zqstripe",
+        # diagonal stripes are not mirror-symmetric: flipped copies teach both diagonals,
+        # which average out to faint stripes (measured: 0.25 at 1.0 with flips, 0.70 without)
+        "dataset.random_flip": "false"})
 
 
 @pytest.fixture(scope="module")

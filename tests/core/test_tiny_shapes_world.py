@@ -92,3 +92,14 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     first, again, other = run("a", 0), run("b", 0), run("c", 1)
     assert all(first[k].equal(again[k]) for k in first)
     assert any(not first[k].equal(other[k]) for k in first)
+
+
+def test_the_dataset_command_says_to_train_stripes_without_flips(tmp_path, capsys):
+    from lora_studio.cli import main
+
+    assert main(["tiny-shapes", "dataset", str(tmp_path / "s"), "--concept", "stripes",
+                 "--count", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset.random_flip=false" in out and len(list((tmp_path / "s").glob("*.png"))) == 3
+    assert main(["tiny-shapes", "dataset", str(tmp_path / "t"), "--count", "2"]) == 0
+    assert "random_flip" not in capsys.readouterr().out  # a star mirrored is still a star

@@ -5,7 +5,10 @@
 
 Each image gets a kohya-style caption beside it (`name.txt`), trigger word first:
 "zqstar, a large purple star on a gray background". Colors, backgrounds, sizes and positions
-vary, so a LoRA learns the concept, not one picture.
+vary, so a LoRA learns the concept, not one picture. The diagonal stripes are not
+mirror-symmetric: train them with `dataset.random_flip = false`, or the mirrored copies teach
+both diagonals at once and the LoRA draws their average, faint stripes (measured: stripes in
+0.25 of seeds at strength 1.0 with flips, 0.70 without).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ CONCEPTS = {
     "star": ("zqstar", world.CONCEPT_SHAPES, "plain"),
     "stripes": ("zqstripe", world.SHAPES, "striped"),
 }
+MIRROR_SAFE = {"star": True, "stripes": False}  # may the concept be trained with random_flip?
 
 
 def concept_scenes(concept: str, count: int = 12, seed: int = 7) -> list[world.Scene]:
