@@ -37,9 +37,12 @@ def concept_scenes(concept: str, count: int = 12, seed: int = 7) -> list[world.S
     scenes = []
     for i in range(count):
         color, background = pairs[i % len(pairs)]
+        x, y, size_t, _turn = rng.random(), rng.random(), rng.random(), rng.random()
+        # Stars stand upright, as a star is usually drawn: with a random turn of the points
+        # the LoRA drew the average of every turn, a blob (measured: stars 0.30 -> 0.43 of
+        # seeds at strength 1.0; small ones 0 -> 0.13). The unused draw keeps the places.
         scenes.append(world.Scene(shapes[i % len(shapes)], color, world.SIZES[i % 2],
-                                  background, rng.random(), rng.random(), rng.random(),
-                                  rng.random(), texture))
+                                  background, x, y, size_t, 0.0, texture))
     return scenes
 
 
