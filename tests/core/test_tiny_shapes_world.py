@@ -73,6 +73,7 @@ def test_the_shipped_sample_dataset_is_the_star_concept_set(tmp_path):
             assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
     scenes = concept_scenes("star")
     assert {s.shape for s in scenes} == {"star"} and len({s.color for s in scenes}) == 5
+    assert all(s.rotation == 0.0 for s in scenes)  # upright: a random turn taught blobs
     assert len({s.background for s in scenes}) == 3 and {s.size for s in scenes} == {
         "small", "large"}
 
