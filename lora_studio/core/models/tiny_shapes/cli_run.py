@@ -52,11 +52,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    from lora_studio.core.models.tiny_shapes.sample_data import MIRROR_SAFE, write_concept_dataset
+    from lora_studio.core.models.tiny_shapes.sample_data import mirror_safe, write_concept_dataset
 
     folder = write_concept_dataset(Path(args.out), args.concept, args.count, args.seed)
     print(f"{args.count} images with captions written to {folder}")
-    if not MIRROR_SAFE[args.concept]:
+    if not mirror_safe(args.concept):
         print(f"Train it with --set dataset.random_flip=false: mirrored {args.concept} are a "
               "different picture, and flipped copies blur the LoRA's version of them.")
     return 0

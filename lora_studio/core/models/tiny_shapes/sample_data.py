@@ -23,7 +23,12 @@ CONCEPTS = {
     "star": ("zqstar", world.CONCEPT_SHAPES, "plain"),
     "stripes": ("zqstripe", world.SHAPES, "striped"),
 }
-MIRROR_SAFE = {"star": True, "stripes": False}  # may the concept be trained with random_flip?
+
+
+def mirror_safe(concept: str) -> bool:
+    """May the concept be trained with random_flip? Every plain shape here is mirror-symmetric
+    (stars stand upright); the diagonal stripes are not."""
+    return CONCEPTS[concept][2] == "plain"
 
 
 def concept_scenes(concept: str, count: int = 12, seed: int = 7) -> list[world.Scene]:
