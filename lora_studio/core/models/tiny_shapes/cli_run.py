@@ -63,6 +63,8 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
+    from lora_studio.core.models.tiny_shapes.sample_data import CONCEPTS  # no torch: cheap
+
     p = sub.add_parser("tiny-shapes", help="the built-in Tiny Shapes model: retrain, measure")
     tsub = p.add_subparsers(dest="tiny_command", required=True)
     t = tsub.add_parser("train", help="train the model from scratch (about 80 min on 2 cores)")
@@ -84,7 +86,7 @@ def add_parser(sub) -> None:
     e.set_defaults(handler=run_eval)
     d = tsub.add_parser("dataset", help="write a concept dataset (images + captions)")
     d.add_argument("out", type=Path)
-    d.add_argument("--concept", choices=["star", "stripes"], default="star")
+    d.add_argument("--concept", choices=list(CONCEPTS), default="star")
     d.add_argument("--count", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
     d.set_defaults(handler=run_dataset)
