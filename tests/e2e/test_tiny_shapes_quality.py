@@ -76,3 +76,37 @@ def test_the_studio_draws_it_with_a1111_samplers(sampler):
                                                       seed=i, sampler=sampler))
         right += read_picture(image.image).matches(scene)["all"]
     assert right >= len(scenes) - 1, f"{right} of {len(scenes)} right with {sampler}"
+
+
+def test_the_eval_command_reports_how_much_a_lora_bleeds(tmp_path, capsys):
+    """`tiny-shapes eval --lora F --bleed`: the world's prompts without the trigger word, scored
+    with the LoRA off and at 1.0. A LoRA of random noise must show up as a loss of quality."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from lora_studio.cli import main
+    from tests.lora_files import ATTENTION, make_lora_file
+
+    noise = make_lora_file(shipped_tiny_shapes_dir(), tmp_path / "noise.safetensors", seed=0,
+                           targets=ATTENTION + ("conv1", "conv2"))
+    # loud noise: every picture of the world's prompts must suffer from it
+    save_file({k: v * 4 if "lora_B" in k else v for k, v in load_file(noise).items()},
+              str(noise))
+    assert main(["tiny-shapes", "eval", "--lora", str(noise), "--strengths", "1",
+                 "--seeds", "0", "--bleed", "--json"]) == 0
+    out = capsys.readouterr().out
+    bleed = json.loads(out[out.index("\n{") + 1:])["bleed"]
+    print(f"\nrandom-noise LoRA: base {bleed['off']['all']:.2f}, with it "
+          f"{bleed['on']['all']:.2f}")
+    assert bleed["off"]["all"] >= 0.9  # LoRA off: the base model's own quality
+    assert bleed["on"]["all"] < 0.5 * bleed["off"]["all"]
+    assert bleed["kept"] == pytest.approx(bleed["on"]["all"] / bleed["off"]["all"])
+    assert "kept" in out.splitlines()[1]
+
+
+def test_the_eval_command_says_bleed_needs_a_lora(capsys):
+    from lora_studio.cli import main
+
+    assert main(["tiny-shapes", "eval", "--bleed"]) == 2
+    assert "--lora" in capsys.readouterr().out

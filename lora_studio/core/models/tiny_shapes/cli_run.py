@@ -24,6 +24,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from lora_studio.core.models.loading import load_pipeline
     from lora_studio.core.models.tiny_shapes import quality
 
+    if args.bleed and args.lora is None:
+        print("--bleed measures a LoRA: give it with --lora FILE.")
+        return 2
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -46,9 +49,27 @@ def run_eval(args: argparse.Namespace) -> int:
             result[f"{strength:g}"] = {"concept": rate, **report.rates}
             print(f"strength {strength:g}: concept {rate:.2f}; color {report.rates['color']:.2f}"
                   f", background {report.rates['background']:.2f}")
+        if args.bleed:
+            result["bleed"] = _bleed(pipe, "concept", seeds)
+            print(f"prompts without the trigger, LoRA off: {result['bleed']['off']['all']:.2f} "
+                  f"all right; LoRA at 1.0: {result['bleed']['on']['all']:.2f} (kept "
+                  f"{result['bleed']['kept']:.2f} of the base quality)")
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
+
+
+def _bleed(pipe, adapter: str, seeds: list[int]) -> dict:
+    """How much of the base quality the world's own prompts (no trigger word) keep with the
+    LoRA at 1.0: `kept` = all-right rate with the LoRA / without it (1.0 = no bleed)."""
+    from lora_studio.core.models.tiny_shapes import quality
+
+    pipe.disable_lora()
+    off = quality.base_quality(pipe, seeds).rates
+    pipe.enable_lora()
+    pipe.set_adapters([adapter], [1.0])
+    on = quality.base_quality(pipe, seeds).rates
+    return {"off": off, "on": on, "kept": on["all"] / off["all"] if off["all"] else 0.0}
 
 
 def run_dataset(args: argparse.Namespace) -> int:
@@ -82,6 +103,9 @@ def add_parser(sub) -> None:
     e.add_argument("--texture", default="any", help="the texture it should draw, or 'any'")
     e.add_argument("--strengths", default="0,0.25,0.5,0.75,1,1.25")
     e.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    e.add_argument("--bleed", action="store_true",
+                   help="with --lora: also score the world's prompts without the trigger word, "
+                        "LoRA off and at 1.0 (how much the LoRA leaks into other prompts)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=run_eval)
     d = tsub.add_parser("dataset", help="write a concept dataset (images + captions)")
