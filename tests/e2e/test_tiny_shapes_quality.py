@@ -109,4 +109,4 @@ def test_the_eval_command_says_bleed_needs_a_lora(capsys):
     from lora_studio.cli import main
 
     assert main(["tiny-shapes", "eval", "--bleed"]) == 2
-    assert "--lora" in capsys.readouterr().out
+    assert "--lora" in capsys.readouterr().err  # the CLI's own "error: ..." line

@@ -25,8 +25,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from lora_studio.core.models.tiny_shapes import quality
 
     if args.bleed and args.lora is None:
-        print("--bleed measures a LoRA: give it with --lora FILE.")
-        return 2
+        from lora_studio.core.errors import StudioError
+
+        raise StudioError("--bleed measures a LoRA, and none was given.",
+                          "Give it with --lora FILE.")
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     seeds = [int(s) for s in args.seeds.split(",")]
