@@ -104,3 +104,28 @@ def test_the_dataset_command_says_to_train_stripes_without_flips(tmp_path, capsy
     assert "dataset.random_flip=false" in out and len(list((tmp_path / "s").glob("*.png"))) == 3
     assert main(["tiny-shapes", "dataset", str(tmp_path / "t"), "--count", "2"]) == 0
     assert "random_flip" not in capsys.readouterr().out  # a star mirrored is still a star
+
+
+class _DrawsEveryPrompt:
+    """Stands in for a pipeline: draws the scene each base prompt asks for, with `texture`."""
+
+    def __init__(self, texture: str) -> None:
+        self.by_caption = {s.caption(): world.with_texture(s, texture)
+                           for s in world.base_scenes()}
+
+    def __call__(self, prompt, **_):
+        class Out:
+            images = [world.draw(self.by_caption[p]) for p in prompt]
+        return Out()
+
+
+def test_bleed_scoring_counts_a_texture_the_prompt_did_not_ask_for():
+    """A stripes LoRA that stripes every shape keeps color, shape and size: measured for bleed
+    (texture=True) those pictures are wrong, as plain pictures are right."""
+    from lora_studio.core.models.tiny_shapes import quality
+
+    plain, striped = _DrawsEveryPrompt("plain"), _DrawsEveryPrompt("striped")
+    assert quality.base_quality(striped, (0,)).rates["all"] == 1.0  # blind to the fill
+    assert quality.base_quality(plain, (0,), texture=True).rates["all"] == 1.0
+    bled = quality.base_quality(striped, (0,), texture=True).rates
+    assert bled["texture"] == 0.0 and bled["all"] == 0.0 and bled["shape"] == 1.0

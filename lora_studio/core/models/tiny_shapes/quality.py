@@ -62,11 +62,15 @@ def score(scenes: Sequence[world.Scene], images: Sequence, seeds_per_scene: int,
 
 
 def base_quality(pipe, seeds: Sequence[int] = SEEDS, scenes: Sequence[world.Scene] | None
-                 = None, trigger: str = "", **render_kw) -> QualityReport:
-    """Every color x shape x size x background prompt (optionally with `trigger` in front)."""
+                 = None, trigger: str = "", *, texture: bool = False,
+                 **render_kw) -> QualityReport:
+    """Every color x shape x size x background prompt (optionally with `trigger` in front).
+    `texture`: the plain fill the prompts ask for counts too, as it must when measuring a
+    LoRA's bleed (a stripes LoRA that stripes every shape keeps color, shape and size)."""
     scenes = list(scenes or world.base_scenes())
     prompts = [s.caption(trigger=trigger) for s in scenes]
-    return score(scenes, render(pipe, prompts, seeds, **render_kw), len(seeds))
+    return score(scenes, render(pipe, prompts, seeds, **render_kw), len(seeds),
+                 texture=texture)
 
 
 def concept_test_scenes(shape: str = "star", texture: str = "plain") -> list[world.Scene]:
