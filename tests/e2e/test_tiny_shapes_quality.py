@@ -86,7 +86,7 @@ def test_the_eval_command_reports_how_much_a_lora_bleeds(tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
     from lora_studio.cli import main
-    from tests.lora_files import ATTENTION, make_lora_file
+    from lora_files import ATTENTION, make_lora_file
 
     noise = make_lora_file(shipped_tiny_shapes_dir(), tmp_path / "noise.safetensors", seed=0,
                            targets=ATTENTION + ("conv1", "conv2"))
