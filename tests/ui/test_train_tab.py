@@ -143,6 +143,8 @@ def test_every_setting_has_the_engine_help_as_tooltip(qtbot, settings):
                "train.lr_scheduler": form.scheduler_combo,
                "train.mixed_precision": form.precision_combo,
                "train.preserve_base": form.preserve_spin,
+               "dataset.reg_path": form.reg_edit,
+               "train.prior_loss_weight": form.prior_spin,
                "lora.targets": form.targets_combo,
                "lora.train_text_encoder": form.text_encoder_check,
                "sample.prompts": form.prompts_edit, "sample.every": form.sample_every_spin,
@@ -167,6 +169,9 @@ def test_presets_round_trip_through_toml(qtbot, settings, dataset_dir, tmp_path)
     form.targets_combo.setCurrentIndex(form.targets_combo.findData("attention"))
     form.text_encoder_check.setChecked(True)
     form.preserve_spin.setValue(1.5)
+    (tmp_path / "reg").mkdir()
+    form.reg_edit.setText(str(tmp_path / "reg"))
+    form.prior_spin.setValue(0.75)
     form.sample_every_spin.setValue(7)
     form.prompts_edit.setPlainText("zqstar\na photo of zqstar")
     form.output_edit.setText(str(tmp_path / "out"))
@@ -182,6 +187,8 @@ def test_presets_round_trip_through_toml(qtbot, settings, dataset_dir, tmp_path)
     assert tab.build_config().to_dict() == before
     assert form.lr_edit.text() == "0.0003" and form.format_combo.currentData() == "diffusers"
     assert before["train"]["preserve_base"] == 1.5
+    assert before["dataset"]["reg_path"] == str(tmp_path / "reg")
+    assert before["train"]["prior_loss_weight"] == 0.75
 
 
 def test_a_preset_keeps_the_open_dataset_and_unknown_targets(qtbot, settings, dataset_dir,

@@ -172,6 +172,15 @@ def repeats_for(image_path: Path, root: Path) -> int:
     return max(1, int(match.group(1))) if match else 1
 
 
+def kohya_class_for(image_path: Path, root: Path) -> str:
+    """The class of kohya's `N_class` folder holding the image ("10_sks dog" -> "sks dog"),
+    or "" outside such a folder."""
+    if image_path.parent == root:
+        return ""
+    match = _REPEAT_FOLDER.match(image_path.parent.name)
+    return match.group(2).strip() if match else ""
+
+
 def read_caption(path: Path) -> str:
     """A caption file's text: UTF-8 (a BOM is fine), whitespace stripped, lines joined by spaces.
 

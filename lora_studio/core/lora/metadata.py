@@ -68,6 +68,9 @@ def build_training_metadata(
     clip_skip: int | None = None,
     network_args: dict[str, Any] | None = None,
     prediction_type: str | None = None,
+    num_reg_images: int = 0,
+    reg_dataset_dirs: dict[str, dict] | None = None,
+    prior_loss_weight: float = 1.0,
 ) -> dict[str, str]:
     """The `ss_*` and `modelspec.*` metadata of a trained LoRA, all values strings.
     `prediction_type` ("epsilon" | "v") defaults to what `base_model_version` implies."""
@@ -92,6 +95,9 @@ def build_training_metadata(
         "ss_tag_frequency": json.dumps(tag_frequency, ensure_ascii=False),
         "ss_dataset_dirs": json.dumps(_dataset_dirs(dataset_dirs, num_train_images),
                                       ensure_ascii=False),
+        "ss_num_reg_images": num_reg_images,
+        "ss_reg_dataset_dirs": json.dumps(reg_dataset_dirs or {}, ensure_ascii=False),
+        "ss_prior_loss_weight": float(prior_loss_weight),
         "ss_learning_rate": learning_rate,
         "ss_unet_lr": unet_lr,
         "ss_text_encoder_lr": text_encoder_lr,

@@ -55,7 +55,7 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OUTPUT_FORMATS = ("kohya", "diffusers")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
-PATH_KEYS = {("dataset", "path"), ("output", "path")}
+PATH_KEYS = {("dataset", "path"), ("dataset", "reg_path"), ("output", "path")}
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -82,6 +82,12 @@ class DatasetSection:
     center_crop: bool = _f(True, "Crop the centre of each image (false: a random crop).")
     random_flip: bool = _f(False, "Mirror images at random (doubles the latent cache).")
     repeats: int = _f(1, "How many times each image appears per epoch.")
+    reg_path: str = _f("", "Folder of regularization images (kohya's reg_data_dir): pictures "
+                       "of what the LoRA should leave alone, captioned without the trigger "
+                       "word, trained beside the dataset (as many per epoch as dataset "
+                       "images) so other prompts keep what the base model draws. kohya's "
+                       "N_class subfolders work; an image without a caption is captioned "
+                       "with its folder's class. Empty = none.")
 
 
 @dataclass
@@ -120,6 +126,8 @@ class TrainSection:
                               "word exactly as the base model does. Less bleed into other "
                               "prompts; about 2x the step time. 0 = off, 1 = usual; needs "
                               "dataset.trigger_word.")
+    prior_loss_weight: float = _f(1.0, "Weight of the regularization images' loss against "
+                                  "the dataset's (kohya's prior_loss_weight; 1 = equal).")
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).")
     cache_latents: bool = _f(True, "Encode every image (and caption) once before training.")
 
@@ -216,6 +224,11 @@ class TrainConfig:
         _check(d.resolution % 8 == 0, "dataset.resolution",
                f"must be a multiple of 8, got {d.resolution}")
         _at_least("dataset.repeats", d.repeats, 1)
+        if d.reg_path and Path(d.reg_path).expanduser().resolve() == \
+                Path(d.path).expanduser().resolve():
+            raise ConfigError("dataset.reg_path", "is the dataset folder itself",
+                              "Point it at a separate folder of images without the concept, "
+                              "or leave it empty.")
         _at_least("lora.rank", lo.rank, 1)
         _positive("lora.alpha", lo.alpha)
         _check(0 <= lo.dropout < 1, "lora.dropout", f"must be in [0, 1), got {lo.dropout}")
@@ -238,7 +251,8 @@ class TrainConfig:
         _check(tr.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {tr.weight_decay}")
         _one_of("train.device", tr.device, DEVICES)
         _one_of("train.mixed_precision", tr.mixed_precision, MIXED_PRECISIONS)
-        for key in ("min_snr_gamma", "noise_offset", "max_grad_norm", "preserve_base"):
+        for key in ("min_snr_gamma", "noise_offset", "max_grad_norm", "preserve_base",
+                    "prior_loss_weight"):
             value = getattr(tr, key)
             _check(value >= 0, f"train.{key}", f"must be >= 0 (0 = off), got {value}")
         if tr.preserve_base and not d.trigger_word.strip():

@@ -18,6 +18,7 @@ every step and are computed in the loop).
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +35,21 @@ class Example:
     image_path: Path
     caption: str
     repeats: int = 1
+    regularization: bool = False  # from dataset.reg_path: trained with prior_loss_weight
 
 
 class DataOrder:
-    """Maps a position in the endless sample stream to (dataset index, flip)."""
+    """Maps a position in the endless sample stream to (dataset index, flip).
+
+    With regularization examples, an epoch is the dataset's slots plus as many regularization
+    slots (kohya's balance), shuffled together; the regularization slots walk on through the
+    regularization images from epoch to epoch, so a pool larger than the dataset is all used."""
 
     def __init__(self, examples: list[Example], repeats: int, seed: int, random_flip: bool):
-        self.slots = [ex.index for ex in examples for _ in range(ex.repeats * repeats)]
+        self.slots = [ex.index for ex in examples if not ex.regularization
+                      for _ in range(ex.repeats * repeats)]
+        self.reg_pool = [ex.index for ex in examples if ex.regularization
+                         for _ in range(ex.repeats)]
         self.seed = seed
         self.random_flip = random_flip
         self._perm_epoch = -1
@@ -48,7 +57,7 @@ class DataOrder:
 
     @property
     def epoch_length(self) -> int:
-        return len(self.slots)
+        return len(self.slots) * (2 if self.reg_pool else 1)
 
     def epoch_of(self, position: int) -> int:
         return position // self.epoch_length
@@ -62,10 +71,67 @@ class DataOrder:
 
     def index_at(self, position: int) -> int:
         epoch, k = divmod(position, self.epoch_length)
-        return self.slots[self._permutation(epoch)[k]]
+        slot = self._permutation(epoch)[k]
+        if slot < len(self.slots):
+            return self.slots[slot]
+        walked = epoch * len(self.slots) + slot - len(self.slots)
+        return self.reg_pool[walked % len(self.reg_pool)]
 
     def flip_at(self, position: int) -> bool:
         return self.random_flip and random.Random(f"flip:{self.seed}:{position}").random() < 0.5
+
+
+@dataclass
+class RegularizationSet:
+    """The usable regularization images (as examples) and what a person should hear about."""
+
+    examples: list[Example]
+    skipped: list[str]  # "name: reason"
+    warnings: list[str]
+    folders: dict[str, dict[str, int]]  # kohya's ss_reg_dataset_dirs
+
+
+def load_regularization(folder: str | Path, *, caption_extension: str, min_size: int,
+                        trigger: str, first_index: int) -> RegularizationSet:
+    """Scan a regularization folder (kohya layout: `N_class/` subfolders) into examples with
+    indices from `first_index` on. An image without a caption file is captioned with its
+    folder's class; one with neither is skipped. Raises DatasetError when none is usable."""
+    from lora_studio.core.dataset.checks import check_dataset
+    from lora_studio.core.dataset.scan import kohya_class_for
+    from lora_studio.core.errors import DatasetError
+
+    report = check_dataset(folder, caption_extension=caption_extension, min_size=min_size,
+                           recursive=True)
+    skipped = [f"{s.path.name}: {s.reason}" for s in report.skipped]
+    examples: list[Example] = []
+    folders: dict[str, dict[str, int]] = {}
+    for item in report.items:
+        caption = item.caption or kohya_class_for(item.image_path, report.root)
+        if not caption:
+            skipped.append(f"{item.image_path.name}: no caption file and not in a kohya "
+                           f"N_class folder (add {item.image_path.stem}{caption_extension})")
+            continue
+        examples.append(Example(first_index + len(examples), item.image_path, caption,
+                                item.repeats, regularization=True))
+        entry = folders.setdefault(item.image_path.parent.name,
+                                   {"n_repeats": item.repeats, "img_count": 0})
+        entry["img_count"] += 1
+    if not examples:
+        raise DatasetError(f"No usable regularization images in {report.root} "
+                           f"({len(skipped)} skipped).",
+                           "Add captioned images of what the LoRA should leave alone (a .txt "
+                           "beside each, or kohya N_class folders), or leave dataset.reg_path "
+                           "empty.")
+    warnings = []
+    phrases = [re.compile(rf"(?<!\w){re.escape(w.strip())}(?!\w)", re.IGNORECASE)
+               for w in trigger.split(",") if w.strip()]
+    tagged = [ex for ex in examples if any(p.search(ex.caption) for p in phrases)]
+    if tagged:
+        warnings.append(f"{len(tagged)} of {len(examples)} regularization captions contain the "
+                        f"trigger word {trigger!r} (e.g. {tagged[0].image_path.name}): the LoRA "
+                        f"learns those images as the concept. Remove the trigger word from "
+                        f"them.")
+    return RegularizationSet(examples, skipped, warnings, folders)
 
 
 def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:

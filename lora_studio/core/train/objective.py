@@ -55,11 +55,16 @@ def offset_noise(noise: torch.Tensor, offset: float, generator: torch.Generator)
 
 
 def diffusion_loss(model_pred: torch.Tensor, target: torch.Tensor, scheduler,
-                   timesteps: torch.Tensor, min_snr_gamma: float = 0.0) -> torch.Tensor:
-    """Mean squared error in fp32, min-SNR weighted per sample when gamma > 0."""
+                   timesteps: torch.Tensor, min_snr_gamma: float = 0.0,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error in fp32, min-SNR weighted per sample when gamma > 0, and times
+    `weights` per sample when given (kohya's loss_weights: prior_loss_weight on
+    regularization images); the mean over the batch, as kohya takes it."""
     per_sample = F.mse_loss(model_pred.float(), target.float(), reduction="none")
     per_sample = per_sample.mean(dim=list(range(1, per_sample.dim())))
     if min_snr_gamma > 0:
         per_sample = per_sample * min_snr_weights(scheduler, timesteps, min_snr_gamma).to(
             per_sample.device)
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
     return per_sample.mean()

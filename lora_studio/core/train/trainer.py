@@ -126,8 +126,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from lora_studio.core.models.loading import load_pipeline, resolve_model
     from lora_studio.core.train import checkpoint as ckpt
     from lora_studio.core.train.data import (DataOrder, Example, TrainData, encode_text,
-                                             latent_distribution, sample_latents,
-                                             without_trigger)
+                                             latent_distribution, load_regularization,
+                                             sample_latents, without_trigger)
     from lora_studio.core.train.device import configure_backends, select_device
     from lora_studio.core.train.objective import diffusion_loss, offset_noise, training_target
     from lora_studio.core.train.preview import render_previews
@@ -164,6 +164,20 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                            "at the folder that holds your images.")
     examples = [Example(i, item.image_path, item.caption, item.repeats)
                 for i, item in enumerate(report.items)]
+    num_train_images = len(examples)
+    reg = None
+    if d.reg_path:
+        reg = load_regularization(d.reg_path, caption_extension=d.caption_extension,
+                                  min_size=min(64, d.resolution), trigger=d.trigger_word,
+                                  first_index=len(examples))
+        for line in reg.skipped:
+            say(ev.Log(f"Skipped regularization image {line}", level="warning"))
+        for line in reg.warnings:
+            say(ev.Log(line, level="warning"))
+        examples += reg.examples
+        say(ev.Log(f"Regularization: {len(reg.examples)} images from {d.reg_path}, as many "
+                   f"regularization samples per epoch as dataset samples, loss weight "
+                   f"{tr.prior_loss_weight:g}."))
     order = DataOrder(examples, d.repeats, tr.seed, d.random_flip)
     data = TrainData(examples, d.resolution, d.center_crop, tr.seed)
 
@@ -307,7 +321,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
 
         te_model = accelerator.unwrap_model(text_encoder) if lo.train_text_encoder else None
         lora = lora_from_peft(unet=accelerator.unwrap_model(unet), text_encoder=te_model)
-        captions = [ex.caption for ex in examples]
+        captions = [ex.caption for ex in examples if not ex.regularization]
         folder = Path(d.path).name
         lora.metadata = build_training_metadata(
             network_dim=lo.rank, network_alpha=lo.alpha,
@@ -317,9 +331,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             learning_rate=tr.learning_rate, unet_lr=tr.learning_rate,
             text_encoder_lr=te_lr if lo.train_text_encoder else None,
             optimizer=tr.optimizer, lr_scheduler=tr.lr_scheduler, seed=tr.seed,
-            num_train_images=len(examples),
+            num_train_images=num_train_images,
             tag_frequency={folder: tag_frequency(captions)},
-            dataset_dirs={folder: {"n_repeats": d.repeats, "img_count": len(examples)}},
+            dataset_dirs={folder: {"n_repeats": d.repeats, "img_count": num_train_images}},
+            num_reg_images=len(reg.examples) if reg else 0,
+            reg_dataset_dirs=reg.folders if reg else {},
+            prior_loss_weight=tr.prior_loss_weight,
             noise_offset=tr.noise_offset, min_snr_gamma=tr.min_snr_gamma,
             mixed_precision=tr.mixed_precision, training_started_at=started_at,
             training_finished_at=time.time(), title=out.name,
@@ -350,9 +367,10 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         return path
 
     # ------------------------------------------------------------------ 8. the loop
+    reg_note = f" (+ {len(reg.examples)} regularization)" if reg else ""
     say(ev.JobStarted(kind="train", total_steps=tr.steps,
-                      message=f"Training {out.name} on {len(examples)} images for {tr.steps} "
-                              f"steps ({choice.name}, {world} process(es))."))
+                      message=f"Training {out.name} on {num_train_images} images{reg_note} "
+                              f"for {tr.steps} steps ({choice.name}, {world} process(es))."))
     step, last_checkpoint, last_loss, cancelled = start_step, None, None, False
     last_checkpoint_step = -1
     step_times: list[float] = []
@@ -399,8 +417,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                 target = training_target(noise_scheduler, latents, noise, timesteps)
                 model_pred = unet(noisy.to(weight_dtype), timesteps,
                                   hidden.to(weight_dtype)).sample
+                weights = None
+                if reg is not None:  # regularization samples count prior_loss_weight times
+                    weights = torch.tensor([tr.prior_loss_weight if examples[i].regularization
+                                            else 1.0 for i in indices], device=device)
                 loss = diffusion_loss(model_pred, target, noise_scheduler, timesteps,
-                                      tr.min_snr_gamma)  # fp32
+                                      tr.min_snr_gamma, weights)  # fp32
                 if tr.preserve_base:
                     # Same noisy latents, the captions without the trigger word: the LoRA's
                     # prediction should be the base model's (differential output preservation).

@@ -54,6 +54,8 @@ NO_DATASET = "Open a dataset in the Dataset tab first."
 FIELD_LABELS = {
     "dataset.path": "Dataset",
     "dataset.default_caption": "Dataset",
+    "dataset.reg_path": "Reg images",
+    "train.prior_loss_weight": "Reg weight",
     "model.base": "Base model",
     "lora.rank": "Rank",
     "lora.alpha": "Alpha",
@@ -120,6 +122,17 @@ class TrainForm(QWidget):
         self.base_label.setTextFormat(Qt.RichText)
         self._base_spec = ""
 
+        # kohya's regularization folder: optional pictures of what the LoRA should leave alone
+        self.reg_edit = QLineEdit()
+        self.reg_edit.setPlaceholderText("none (optional)")
+        self.reg_browse = QPushButton("Browse…")
+        self.reg_browse.clicked.connect(self._browse_reg)
+        self.prior_spin = QDoubleSpinBox()
+        self.prior_spin.setRange(0.0, 10.0)
+        self.prior_spin.setSingleStep(0.25)
+        self.prior_spin.setDecimals(2)
+        self.prior_spin.setAlignment(Qt.AlignRight)
+
         self.rank_spin = _spin(1, 1024)
         self.alpha_spin = QDoubleSpinBox()
         self.alpha_spin.setRange(0.01, 4096.0)
@@ -166,6 +179,7 @@ class TrainForm(QWidget):
         data = self._group("Model and data", [
             ("Dataset", "dataset.path", self.dataset_label),
             ("Base model", "model.base", self.base_label),
+            ("Reg images", "dataset.reg_path", _row(self.reg_edit, self.reg_browse)),
         ])
         lora = self._group("LoRA", [
             ("Rank", "lora.rank", _pair(self.rank_spin, "Alpha", self.alpha_spin,
@@ -180,7 +194,9 @@ class TrainForm(QWidget):
                    self._tip("dataset.resolution"))),
             ("LR schedule", "train.lr_scheduler", self.scheduler_combo),
             ("Precision", "train.mixed_precision", self.precision_combo),
-            ("Keep base", "train.preserve_base", self.preserve_spin),
+            ("Keep base", "train.preserve_base",
+             _pair(self.preserve_spin, "Reg weight", self.prior_spin,
+                   self._tip("train.prior_loss_weight"))),
         ])
         previews = self._group("Previews", [
             ("Preview every", "sample.every", _pair(self.sample_every_spin, "Steps",
@@ -196,6 +212,8 @@ class TrainForm(QWidget):
         self._widgets.update({
             "lora.alpha": self.alpha_spin, "train.batch_size": self.batch_spin,
             "sample.steps": self.sample_steps_spin, "model.base": self.base_label,
+            "dataset.reg_path": self.reg_edit, "train.prior_loss_weight": self.prior_spin,
+            "train.preserve_base": self.preserve_spin,
             "output.path": self.output_edit, "lora.rank": self.rank_spin,
             "train.steps": self.steps_spin, "sample.every": self.sample_every_spin,
             "lora.targets": self.targets_combo, "lora.train_text_encoder":
@@ -248,6 +266,8 @@ class TrainForm(QWidget):
         _select(self.scheduler_combo, cfg.train.lr_scheduler)
         _select(self.precision_combo, cfg.train.mixed_precision)
         self.preserve_spin.setValue(cfg.train.preserve_base)
+        self.reg_edit.setText(cfg.dataset.reg_path)
+        self.prior_spin.setValue(cfg.train.prior_loss_weight)
         self.sample_every_spin.setValue(cfg.sample.every)
         self.sample_steps_spin.setValue(cfg.sample.steps)
         self.prompts_edit.setPlainText("\n".join(cfg.sample.prompts))
@@ -281,6 +301,9 @@ class TrainForm(QWidget):
         cfg.train.lr_scheduler = self.scheduler_combo.currentData()
         cfg.train.mixed_precision = self.precision_combo.currentData()
         cfg.train.preserve_base = float(self.preserve_spin.value())
+        reg = self.reg_edit.text().strip()
+        cfg.dataset.reg_path = str(Path(reg).expanduser().absolute()) if reg else ""
+        cfg.train.prior_loss_weight = float(self.prior_spin.value())
         cfg.sample.every = self.sample_every_spin.value()
         cfg.sample.steps = self.sample_steps_spin.value()
         cfg.sample.prompts = self.prompts()
@@ -366,6 +389,12 @@ class TrainForm(QWidget):
 
     def _update_output_placeholder(self) -> None:
         self.output_edit.setPlaceholderText(str(default_output_dir(self.name_edit.text().strip())))
+
+    def _browse_reg(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the regularization images",
+                                                  self.reg_edit.text())
+        if folder:
+            self.reg_edit.setText(folder)
 
     def _browse_output(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose the output folder",
