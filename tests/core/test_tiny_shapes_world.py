@@ -106,6 +106,23 @@ def test_the_dataset_command_says_to_train_stripes_without_flips(tmp_path, capsy
     assert "random_flip" not in capsys.readouterr().out  # a star mirrored is still a star
 
 
+def test_the_dataset_command_writes_a_regularization_set_of_the_base_world(tmp_path, capsys):
+    from lora_studio.cli import main
+    from lora_studio.core.models.tiny_shapes.scorer import read_picture
+
+    assert main(["tiny-shapes", "dataset", str(tmp_path / "s"), "--count", "2", "--reg",
+                 str(tmp_path / "reg"), "--reg-count", "9"]) == 0
+    assert f"dataset.reg_path={tmp_path / 'reg'}" in capsys.readouterr().out
+    pictures = sorted((tmp_path / "reg").glob("*.png"))
+    assert len(pictures) == 9
+    for path in pictures:
+        caption = path.with_suffix(".txt").read_text().strip()
+        assert "zq" not in caption  # no trigger word: what the LoRA should leave alone
+        reading = read_picture(Image.open(path))
+        assert caption == f"a {reading.size} {reading.color} {reading.shape} on a " \
+                          f"{reading.background} background", path.name
+
+
 class _DrawsEveryPrompt:
     """Stands in for a pipeline: draws the scene each base prompt asks for, with `texture`."""
 

@@ -75,13 +75,19 @@ def _bleed(pipe, adapter: str, seeds: list[int]) -> dict:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    from lora_studio.core.models.tiny_shapes.sample_data import mirror_safe, write_concept_dataset
+    from lora_studio.core.models.tiny_shapes.sample_data import (mirror_safe,
+                                                                 write_concept_dataset,
+                                                                 write_regularization_set)
 
     folder = write_concept_dataset(Path(args.out), args.concept, args.count, args.seed)
     print(f"{args.count} images with captions written to {folder}")
     if not mirror_safe(args.concept):
         print(f"Train it with --set dataset.random_flip=false: mirrored {args.concept} are a "
               "different picture, and flipped copies blur the LoRA's version of them.")
+    if args.reg is not None:
+        reg = write_regularization_set(args.reg, args.reg_count)
+        print(f"{args.reg_count} regularization images (the base world, no trigger word) "
+              f"written to {reg}: train with --set dataset.reg_path={reg}")
     return 0
 
 
@@ -115,4 +121,7 @@ def add_parser(sub) -> None:
     d.add_argument("--concept", choices=list(CONCEPTS), default="star")
     d.add_argument("--count", type=int, default=12)
     d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--reg", type=Path, default=None,
+                   help="also write regularization images (the base world) to this folder")
+    d.add_argument("--reg-count", type=int, default=36)
     d.set_defaults(handler=run_dataset)

@@ -2,6 +2,7 @@
 
     write_concept_dataset(folder, "star")      # zqstar: stars of every color, size and place
     write_concept_dataset(folder, "stripes")   # zqstripe: striped circles, squares, triangles
+    write_regularization_set(folder)           # the base world, for dataset.reg_path
 
 Each image gets a kohya-style caption beside it (`name.txt`), trigger word first:
 "zqstar, a large purple star on a gray background". Colors, backgrounds, sizes and positions
@@ -62,4 +63,15 @@ def write_concept_dataset(folder: str | Path, concept: str = "star", count: int 
         world.draw(scene).save(folder / f"{stem}.png")
         (folder / f"{stem}.txt").write_text(scene.caption(trigger=trigger) + "\n",
                                             encoding="utf-8")
+    return folder
+
+
+def write_regularization_set(folder: str | Path, count: int = 36, seed: int = 11) -> Path:
+    """Pictures of the base world (circles, squares, triangles, plain) captioned without a
+    trigger word: what a concept LoRA should leave as it is (`dataset.reg_path`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, scene in enumerate(world.random_scenes(count, seed)):
+        world.draw(scene).save(folder / f"reg_{i:02d}.png")
+        (folder / f"reg_{i:02d}.txt").write_text(scene.caption() + "\n", encoding="utf-8")
     return folder
