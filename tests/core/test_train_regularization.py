@@ -93,6 +93,11 @@ def test_a_regularization_folder_without_usable_images_fails_with_what_to_do(tmp
         load_regularization(tmp_path / "empty", caption_extension=".txt", min_size=32,
                             trigger="zqstar", first_index=0)
     assert "reg_path" in err.value.user_message()
+    with pytest.raises(DatasetError) as err:
+        load_regularization(tmp_path / "missing", caption_extension=".txt", min_size=32,
+                            trigger="zqstar", first_index=0)
+    assert err.value.what.startswith("Regularization images (dataset.reg_path): ")
+    assert "does not exist" in err.value.what
 
 
 def test_regularization_folder_settings_are_checked(tiny_model_dir, tmp_path):

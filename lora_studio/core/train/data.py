@@ -100,8 +100,12 @@ def load_regularization(folder: str | Path, *, caption_extension: str, min_size:
     from lora_studio.core.dataset.scan import kohya_class_for
     from lora_studio.core.errors import DatasetError
 
-    report = check_dataset(folder, caption_extension=caption_extension, min_size=min_size,
-                           recursive=True)
+    try:
+        report = check_dataset(folder, caption_extension=caption_extension, min_size=min_size,
+                               recursive=True)
+    except DatasetError as exc:  # "Dataset folder ... does not exist": say which folder
+        raise DatasetError(f"Regularization images (dataset.reg_path): {exc.what}",
+                           exc.fix + " Or leave dataset.reg_path empty.") from exc
     skipped = [f"{s.path.name}: {s.reason}" for s in report.skipped]
     examples: list[Example] = []
     folders: dict[str, dict[str, int]] = {}
