@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -64,3 +65,20 @@ def test_tiny_model_prediction_type_is_saved(tmp_path, prediction):
     out = make_tiny_model(tmp_path / "m", prediction_type=prediction, arch="sd2")
     config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert config["prediction_type"] == prediction
+
+
+def test_save_pipeline_folder_takes_a_string_path_and_replaces_the_old_model(tmp_path):
+    from lora_studio.core.models.tiny import save_pipeline_folder
+
+    class Pipe:  # what save_pipeline_folder needs of a pipeline
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def save_pretrained(self, folder, safe_serialization: bool) -> None:
+            (Path(folder) / "model_index.json").write_text(self.text)
+
+    out = tmp_path / "models" / "m"
+    save_pipeline_folder(Pipe("first"), str(out))
+    save_pipeline_folder(Pipe("second"), str(out))
+    assert (out / "model_index.json").read_text() == "second"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m"]  # no staging folder left

@@ -76,8 +76,9 @@ def tiny_text_config(tokenizer, hidden: int, act: str, projection: int):
     )
 
 
-def save_pipeline_folder(pipe, out_dir: Path) -> None:
+def save_pipeline_folder(pipe, out_dir: str | Path) -> None:
     """save_pretrained into a staging folder, then move it into place: never half a model."""
+    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

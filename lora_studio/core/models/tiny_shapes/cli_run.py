@@ -113,7 +113,8 @@ def add_parser(sub) -> None:
     e.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     e.add_argument("--bleed", action="store_true",
                    help="with --lora: also score the world's prompts without the trigger word, "
-                        "LoRA off and at 1.0 (how much the LoRA leaks into other prompts)")
+                        "LoRA off and at 1.0 (how much the LoRA leaks into other prompts; the "
+                        "plain fill they ask for counts, so a LoRA that stripes them leaks)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=run_eval)
     d = tsub.add_parser("dataset", help="write a concept dataset (images + captions)")
