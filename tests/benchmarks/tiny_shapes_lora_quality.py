@@ -132,9 +132,9 @@ def test_the_star_follows_the_prompt_not_one_training_picture(star_curve):
 def test_prompts_without_the_trigger_keep_their_base_quality(session, star_lora):
     name = _name(session, star_lora)
     _only(session, {})
-    base = quality.base_quality(session.pipeline, SEEDS, texture=True)
+    base = quality.base_quality(session.pipeline, SEEDS)
     _only(session, {name: 1.0})
-    with_lora = quality.base_quality(session.pipeline, SEEDS, texture=True)
+    with_lora = quality.base_quality(session.pipeline, SEEDS)
     print(f"\nbase prompts without the LoRA: {base.line()}\nwith the LoRA at 1.0: "
           f"{with_lora.line()}")
     assert with_lora.rates["all"] >= 0.85 * base.rates["all"]

@@ -136,13 +136,13 @@ class _DrawsEveryPrompt:
         return Out()
 
 
-def test_bleed_scoring_counts_a_texture_the_prompt_did_not_ask_for():
-    """A stripes LoRA that stripes every shape keeps color, shape and size: measured for bleed
-    (texture=True) those pictures are wrong, as plain pictures are right."""
+def test_base_quality_counts_a_texture_the_prompt_did_not_ask_for():
+    """A stripes LoRA that stripes every shape keeps color, shape and size: those pictures are
+    wrong (it bleeds), as plain pictures are right."""
     from lora_studio.core.models.tiny_shapes import quality
 
     plain, striped = _DrawsEveryPrompt("plain"), _DrawsEveryPrompt("striped")
-    assert quality.base_quality(striped, (0,)).rates["all"] == 1.0  # blind to the fill
-    assert quality.base_quality(plain, (0,), texture=True).rates["all"] == 1.0
-    bled = quality.base_quality(striped, (0,), texture=True).rates
-    assert bled["texture"] == 0.0 and bled["all"] == 0.0 and bled["shape"] == 1.0
+    assert quality.base_quality(plain, (0,)).rates["all"] == 1.0
+    bled = quality.base_quality(striped, (0,)).rates
+    assert bled["texture"] == 0.0 and bled["all"] == 0.0
+    assert bled["shape"] == bled["color"] == bled["size"] == 1.0

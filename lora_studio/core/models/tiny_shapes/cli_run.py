@@ -67,10 +67,10 @@ def _bleed(pipe, adapter: str, seeds: list[int]) -> dict:
     from lora_studio.core.models.tiny_shapes import quality
 
     pipe.disable_lora()
-    off = quality.base_quality(pipe, seeds, texture=True).rates
+    off = quality.base_quality(pipe, seeds).rates
     pipe.enable_lora()
     pipe.set_adapters([adapter], [1.0])
-    on = quality.base_quality(pipe, seeds, texture=True).rates
+    on = quality.base_quality(pipe, seeds).rates
     return {"off": off, "on": on, "kept": on["all"] / off["all"] if off["all"] else 0.0}
 
 
