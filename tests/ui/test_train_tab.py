@@ -143,7 +143,7 @@ def test_every_setting_has_the_engine_help_as_tooltip(qtbot, settings):
                "train.lr_scheduler": form.scheduler_combo,
                "train.mixed_precision": form.precision_combo,
                "train.preserve_base": form.preserve_spin,
-               "dataset.reg_path": form.reg_edit,
+               "dataset.reg_path": form.reg_edit, "dataset.random_flip": form.flip_check,
                "train.prior_loss_weight": form.prior_spin,
                "lora.targets": form.targets_combo,
                "lora.train_text_encoder": form.text_encoder_check,
@@ -172,6 +172,7 @@ def test_presets_round_trip_through_toml(qtbot, settings, dataset_dir, tmp_path)
     (tmp_path / "reg").mkdir()
     form.reg_edit.setText(str(tmp_path / "reg"))
     form.prior_spin.setValue(0.75)
+    form.flip_check.setChecked(False)  # the quickstart mirrors its stars
     form.sample_every_spin.setValue(7)
     form.prompts_edit.setPlainText("zqstar\na photo of zqstar")
     form.output_edit.setText(str(tmp_path / "out"))
@@ -189,6 +190,7 @@ def test_presets_round_trip_through_toml(qtbot, settings, dataset_dir, tmp_path)
     assert before["train"]["preserve_base"] == 1.5
     assert before["dataset"]["reg_path"] == str(tmp_path / "reg")
     assert before["train"]["prior_loss_weight"] == 0.75
+    assert before["dataset"]["random_flip"] is False
 
 
 def test_a_preset_keeps_the_open_dataset_and_unknown_targets(qtbot, settings, dataset_dir,

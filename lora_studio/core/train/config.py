@@ -80,7 +80,9 @@ class DatasetSection:
                            "default: the default caption).")
     resolution: int = _f(512, "Training resolution in pixels (images are resized and cropped).")
     center_crop: bool = _f(True, "Crop the centre of each image (false: a random crop).")
-    random_flip: bool = _f(False, "Mirror images at random (doubles the latent cache).")
+    random_flip: bool = _f(False, "Mirror images at random (doubles the latent cache). Leave "
+                           "it off when a mirrored picture is wrong: text, logos, a face's "
+                           "parting or scar, diagonal stripes.")
     repeats: int = _f(1, "How many times each image appears per epoch.")
     reg_path: str = _f("", "Folder of regularization images (kohya's reg_data_dir): pictures "
                        "of what the LoRA should leave alone, captioned without the trigger "

@@ -67,6 +67,7 @@ FIELD_LABELS = {
     "dataset.resolution": "Resolution",
     "train.lr_scheduler": "LR schedule",
     "train.mixed_precision": "Precision",
+    "dataset.random_flip": "Mirror images",
     "sample.every": "Preview every",
     "sample.steps": "Preview steps",
     "sample.prompts": "Preview prompts",
@@ -153,6 +154,7 @@ class TrainForm(QWidget):
         self.scheduler_combo = _combo([(name.replace("_", " "), name) for name in LR_SCHEDULERS])
         self.precision_combo = _combo([("fp32 (no)" if p == "no" else p, p)
                                        for p in MIXED_PRECISIONS])
+        self.flip_check = QCheckBox("Mirror images")
         self.preserve_spin = QDoubleSpinBox()
         self.preserve_spin.setRange(0.0, 10.0)
         self.preserve_spin.setSingleStep(0.5)
@@ -193,7 +195,7 @@ class TrainForm(QWidget):
              _pair(self.lr_edit, "Resolution", self.resolution_spin,
                    self._tip("dataset.resolution"))),
             ("LR schedule", "train.lr_scheduler", self.scheduler_combo),
-            ("Precision", "train.mixed_precision", self.precision_combo),
+            ("Precision", "train.mixed_precision", _row(self.precision_combo, self.flip_check)),
             ("Keep base", "train.preserve_base",
              _pair(self.preserve_spin, "Reg weight", self.prior_spin,
                    self._tip("train.prior_loss_weight"))),
@@ -213,7 +215,8 @@ class TrainForm(QWidget):
             "lora.alpha": self.alpha_spin, "train.batch_size": self.batch_spin,
             "sample.steps": self.sample_steps_spin, "model.base": self.base_label,
             "dataset.reg_path": self.reg_edit, "train.prior_loss_weight": self.prior_spin,
-            "train.preserve_base": self.preserve_spin,
+            "train.preserve_base": self.preserve_spin, "dataset.random_flip": self.flip_check,
+            "train.mixed_precision": self.precision_combo,
             "output.path": self.output_edit, "lora.rank": self.rank_spin,
             "train.steps": self.steps_spin, "sample.every": self.sample_every_spin,
             "lora.targets": self.targets_combo, "lora.train_text_encoder":
@@ -265,6 +268,7 @@ class TrainForm(QWidget):
         self.resolution_spin.setValue(cfg.dataset.resolution)
         _select(self.scheduler_combo, cfg.train.lr_scheduler)
         _select(self.precision_combo, cfg.train.mixed_precision)
+        self.flip_check.setChecked(cfg.dataset.random_flip)
         self.preserve_spin.setValue(cfg.train.preserve_base)
         self.reg_edit.setText(cfg.dataset.reg_path)
         self.prior_spin.setValue(cfg.train.prior_loss_weight)
@@ -300,6 +304,7 @@ class TrainForm(QWidget):
         cfg.dataset.resolution = self.resolution_spin.value()
         cfg.train.lr_scheduler = self.scheduler_combo.currentData()
         cfg.train.mixed_precision = self.precision_combo.currentData()
+        cfg.dataset.random_flip = self.flip_check.isChecked()
         cfg.train.preserve_base = float(self.preserve_spin.value())
         reg = self.reg_edit.text().strip()
         cfg.dataset.reg_path = str(Path(reg).expanduser().absolute()) if reg else ""
