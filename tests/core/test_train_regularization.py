@@ -120,17 +120,23 @@ def test_per_sample_loss_weights_scale_each_sample():
     assert weighted.item() == pytest.approx((1 + 0 + 4.5) / 3)
 
 
+def _train_with_reg(model_dir, tmp_path, **train):
+    """A short run on the star dataset with the circles as regularization images."""
+    data = make_dataset(tmp_path / "data")
+    reg = make_reg(tmp_path / "reg")
+    cfg = make_config(model_dir, data, tmp_path / "out",
+                      dataset={"trigger_word": "zqstar", "reg_path": str(reg)}, train=train)
+    rec = run(cfg)
+    assert rec.terminal.__class__.__name__ == "Finished", rec.events[-1]
+    return cfg, rec
+
+
 def test_regularization_samples_are_drawn_half_the_time_and_weighted_by_prior_loss_weight(
         tiny_model_dir, tmp_path):
     from lora_studio.core import events as ev
 
-    data = make_dataset(tmp_path / "data")
-    reg = make_reg(tmp_path / "reg")
-    cfg = make_config(tiny_model_dir, data, tmp_path / "out",
-                      dataset={"trigger_word": "zqstar", "reg_path": str(reg)},
-                      train={"steps": 16, "batch_size": 1, "prior_loss_weight": 0.0})
-    rec = run(cfg)
-    assert rec.terminal.__class__.__name__ == "Finished", rec.events[-1]
+    cfg, rec = _train_with_reg(tiny_model_dir, tmp_path, steps=16, batch_size=1,
+                               prior_loss_weight=0.0)
     losses = [e.loss for e in rec.of(ev.StepProgress)]
     assert len(losses) == 16
     # batch 1: a step on a regularization image weighs 0 here, a step on a star does not
@@ -143,13 +149,8 @@ def test_regularization_samples_are_drawn_half_the_time_and_weighted_by_prior_lo
 
 def test_training_with_regularization_images_records_them_as_kohya_does(tiny_model_dir,
                                                                         tmp_path):
-    data = make_dataset(tmp_path / "data")
-    reg = make_reg(tmp_path / "reg")
-    cfg = make_config(tiny_model_dir, data, tmp_path / "out",
-                      dataset={"trigger_word": "zqstar", "reg_path": str(reg)},
-                      train={"steps": 4, "batch_size": 2, "prior_loss_weight": 0.5})
-    rec = run(cfg)
-    assert rec.terminal.__class__.__name__ == "Finished", rec.events[-1]
+    cfg, rec = _train_with_reg(tiny_model_dir, tmp_path, steps=4, batch_size=2,
+                               prior_loss_weight=0.5)
     messages = [getattr(e, "message", "") for e in rec.events]
     assert any("Regularization: 6 images" in m and "weight 0.5" in m for m in messages)
     assert any("on 4 images (+ 6 regularization)" in m for m in messages)
