@@ -17,6 +17,8 @@ from tests.core.test_train_loop import make_config, make_dataset, run
     ("sks dog, ohwx, grass", "sks, ohwx", "dog, grass"),
     ("zqstar", "zqstar", ""),
     ("zqstars are not the trigger", "zqstar", "zqstars are not the trigger"),
+    ("a photo of ohwx  woman, smiling", "ohwx woman", "a photo of, smiling"),
+    ("ohwx woman, ohwx, a woman", "ohwx woman", "ohwx, a woman"),  # the phrase, not its words
 ])
 def test_the_trigger_word_is_taken_out_of_captions(caption, trigger, kept):
     assert without_trigger(caption, trigger) == kept

@@ -127,9 +127,9 @@ def load_regularization(folder: str | Path, *, caption_extension: str, min_size:
                            "beside each, or kohya N_class folders), or leave dataset.reg_path "
                            "empty.")
     warnings = []
-    phrases = [re.compile(rf"(?<!\w){re.escape(w.strip())}(?!\w)", re.IGNORECASE)
-               for w in trigger.split(",") if w.strip()]
-    tagged = [ex for ex in examples if any(p.search(ex.caption) for p in phrases)]
+    phrases = trigger_patterns(trigger)
+    tagged = [ex for ex in examples if any(p.search(" ".join(ex.caption.split()))
+                                           for p in phrases)]
     if tagged:
         warnings.append(f"{len(tagged)} of {len(examples)} regularization captions contain the "
                         f"trigger word {trigger!r} (e.g. {tagged[0].image_path.name}): the LoRA "
@@ -145,13 +145,24 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     return text_encoder(ids.to(text_encoder.device))[0]
 
 
+def trigger_patterns(trigger: str) -> list[re.Pattern]:
+    """One case-blind whole-words pattern per comma-separated trigger phrase ("sks, ohwx
+    woman" -> "sks" and "ohwx woman"; "zqstars" does not match "zqstar")."""
+    return [re.compile(rf"(?<!\w){re.escape(' '.join(w.split()))}(?!\w)", re.IGNORECASE)
+            for w in trigger.split(",") if w.strip()]
+
+
 def without_trigger(caption: str, trigger: str) -> str:
-    """The caption with every whole-word `trigger` removed (and the commas it leaves):
-    "zqstar, a red star" -> "a red star". What the base model is kept on (preserve_base)."""
-    words = {w.strip().lower() for w in trigger.split(",") if w.strip()}
+    """The caption with every trigger phrase removed (and the commas it leaves):
+    "zqstar, a red star" -> "a red star", "ohwx woman, smiling" -> "smiling" (trigger
+    "ohwx woman"). What the base model is kept on (preserve_base)."""
+    patterns = trigger_patterns(trigger)
     parts = []
     for part in caption.split(","):
-        kept = " ".join(w for w in part.split() if w.lower() not in words)
+        kept = " ".join(part.split())
+        for pattern in patterns:
+            kept = pattern.sub(" ", kept)
+        kept = " ".join(kept.split())
         if kept:
             parts.append(kept)
     return ", ".join(parts)
