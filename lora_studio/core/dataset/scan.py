@@ -164,20 +164,21 @@ def list_dataset_files(root: Path, caption_extension: str = ".txt", *,
     return listing
 
 
+def _kohya_folder(image_path: Path, root: Path) -> re.Match | None:
+    """The `N_name` match of the image's folder, None at the root or in another folder."""
+    return None if image_path.parent == root else _REPEAT_FOLDER.match(image_path.parent.name)
+
+
 def repeats_for(image_path: Path, root: Path) -> int:
     """kohya's `N_name` folder convention: images in `root/10_cat/` repeat 10 times."""
-    if image_path.parent == root:
-        return 1
-    match = _REPEAT_FOLDER.match(image_path.parent.name)
+    match = _kohya_folder(image_path, root)
     return max(1, int(match.group(1))) if match else 1
 
 
 def kohya_class_for(image_path: Path, root: Path) -> str:
     """The class of kohya's `N_class` folder holding the image ("10_sks dog" -> "sks dog"),
     or "" outside such a folder."""
-    if image_path.parent == root:
-        return ""
-    match = _REPEAT_FOLDER.match(image_path.parent.name)
+    match = _kohya_folder(image_path, root)
     return match.group(2).strip() if match else ""
 
 
