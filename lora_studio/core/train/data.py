@@ -127,9 +127,7 @@ def load_regularization(folder: str | Path, *, caption_extension: str, min_size:
                            "beside each, or kohya N_class folders), or leave dataset.reg_path "
                            "empty.")
     warnings = []
-    phrases = trigger_patterns(trigger)
-    tagged = [ex for ex in examples if any(p.search(" ".join(ex.caption.split()))
-                                           for p in phrases)]
+    tagged = [ex for ex in examples if has_trigger(ex.caption, trigger)]
     if tagged:
         warnings.append(f"{len(tagged)} of {len(examples)} regularization captions contain the "
                         f"trigger word {trigger!r} (e.g. {tagged[0].image_path.name}): the LoRA "
@@ -150,6 +148,12 @@ def trigger_patterns(trigger: str) -> list[re.Pattern]:
     woman" -> "sks" and "ohwx woman"; "zqstars" does not match "zqstar")."""
     return [re.compile(rf"(?<!\w){re.escape(' '.join(w.split()))}(?!\w)", re.IGNORECASE)
             for w in trigger.split(",") if w.strip()]
+
+
+def has_trigger(caption: str, trigger: str) -> bool:
+    """Does the caption hold any of the trigger phrases (what `without_trigger` removes)?"""
+    text = " ".join(caption.split())
+    return any(pattern.search(text) for pattern in trigger_patterns(trigger))
 
 
 def without_trigger(caption: str, trigger: str) -> str:
