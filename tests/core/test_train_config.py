@@ -50,6 +50,10 @@ name = "mylora"
     ("train", "steps", "many", "train.steps: must be int, got 'many'"),
     ("train", "cache_latents", "yes", "train.cache_latents: must be bool"),
     ("sample", "sampler", "Warp Drive", "sample.sampler: unknown sampler"),
+    ("train", "max_timestep", 1001, "train.max_timestep: must be in 1..1000, got 1001"),
+    ("train", "min_timestep", -1, "train.min_timestep: must be below train.max_timestep"),
+    ("train", "min_timestep", 1000, "train.min_timestep: must be below train.max_timestep "
+                                    "(1000)"),
 ])
 def test_invalid_values_are_errors_naming_the_key(tmp_path, section, key, value, message):
     data = tomllib.loads(BASIC)

@@ -341,3 +341,25 @@ def test_v_prediction_model_trains_on_the_velocity(tiny_vpred_model_dir, dataset
     assert seen == {"v_prediction"}
     with safe_open(str(cfg.lora_path), "pt") as f:
         assert f.metadata()["ss_base_model_version"] == "sd_v2_v"
+
+
+def test_a_timestep_range_trains_only_those_timesteps(tiny_model_dir, dataset, tmp_path,
+                                                      monkeypatch):
+    """kohya's min_timestep / max_timestep: every noised sample's timestep lies in the range."""
+    import lora_studio.core.train.objective as objective
+
+    seen: list[int] = []
+    real = objective.training_target
+
+    def spy(scheduler, latents, noise, timesteps):
+        seen.extend(int(t) for t in timesteps)
+        return real(scheduler, latents, noise, timesteps)
+
+    monkeypatch.setattr(objective, "training_target", spy)
+    cfg = make_config(tiny_model_dir, dataset, tmp_path / "o",
+                      train={"steps": 6, "batch_size": 4, "min_timestep": 400,
+                             "max_timestep": 420})
+    assert isinstance(run(cfg).terminal, ev.Finished)
+    assert len(seen) == 24
+    assert all(400 <= t < 420 for t in seen), seen
+    assert len(set(seen)) > 5  # drawn across the range, not one fixed value

@@ -122,6 +122,9 @@ class TrainSection:
     gradient_checkpointing: bool = _f(False, "Trade compute for memory in the UNet.")
     min_snr_gamma: float = _f(0.0, "Min-SNR loss weighting gamma (5 is usual; 0 = off).")
     noise_offset: float = _f(0.0, "Noise offset (0.05-0.1 helps very dark/bright images).")
+    min_timestep: int = _f(0, "Lowest timestep trained (kohya's min_timestep; 0 = all).")
+    max_timestep: int = _f(1000, "Timesteps trained are below this (kohya's max_timestep; "
+                           "1000 = all). Lower it to teach details, not layout.")
     preserve_base: float = _f(0.0, "Keep the base model where the trigger word is absent "
                               "(differential output preservation, as in ai-toolkit): each step "
                               "also teaches the LoRA to draw each caption without the trigger "
@@ -257,6 +260,11 @@ class TrainConfig:
                     "prior_loss_weight"):
             value = getattr(tr, key)
             _check(value >= 0, f"train.{key}", f"must be >= 0 (0 = off), got {value}")
+        _check(1 <= tr.max_timestep <= 1000, "train.max_timestep",
+               f"must be in 1..1000, got {tr.max_timestep}")
+        _check(0 <= tr.min_timestep < tr.max_timestep, "train.min_timestep",
+               f"must be below train.max_timestep ({tr.max_timestep}) and >= 0, got "
+               f"{tr.min_timestep}")
         if tr.preserve_base and not d.trigger_word.strip():
             raise ConfigError("train.preserve_base", "needs a trigger word (the base model is "
                               "kept on captions without it)",

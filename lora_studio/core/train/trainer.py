@@ -410,7 +410,9 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                 # Forward diffusion at random timesteps, with the dedicated generator.
                 noise = torch.randn(latents.shape, generator=noise_gen, device=device)
                 noise = offset_noise(noise, tr.noise_offset, noise_gen)
-                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps,
+                timesteps = torch.randint(tr.min_timestep, min(
+                                              tr.max_timestep,
+                                              noise_scheduler.config.num_train_timesteps),
                                           (latents.shape[0],), generator=noise_gen,
                                           device=device)
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps)
