@@ -292,6 +292,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # A dedicated generator for latent sampling, noise and timesteps: its state is saved in
     # checkpoints, so a resumed run draws exactly what an unbroken run would have drawn.
     noise_gen = torch.Generator(device=device).manual_seed(tr.seed + 1_000_003 * (rank + 1))
+    # kohya's timestep range: timesteps drawn from [min_timestep, top_timestep)
+    top_timestep = min(tr.max_timestep, noise_scheduler.config.num_train_timesteps)
     start_step = 0
     if resume_from is not None:
         resume_from = Path(resume_from)
@@ -410,9 +412,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                 # Forward diffusion at random timesteps, with the dedicated generator.
                 noise = torch.randn(latents.shape, generator=noise_gen, device=device)
                 noise = offset_noise(noise, tr.noise_offset, noise_gen)
-                timesteps = torch.randint(tr.min_timestep, min(
-                                              tr.max_timestep,
-                                              noise_scheduler.config.num_train_timesteps),
+                timesteps = torch.randint(tr.min_timestep, top_timestep,
                                           (latents.shape[0],), generator=noise_gen,
                                           device=device)
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps)
