@@ -253,3 +253,41 @@ def test_before_a_run_the_progress_bar_counts_the_forms_steps(qtbot, settings):
     tab.form.steps_spin.setValue(321)
     assert (tab.progress.value(), tab.progress.maximum()) == (0, 321)
     assert tab.progress.text() == "0 / 321 steps"
+
+
+def test_the_shipped_sample_trains_beside_its_reg_pictures_and_no_other_dataset_does(
+        qtbot, settings, dataset_dir, tmp_path):
+    from lora_studio.core.paths import resources_dir
+
+    tab = make_tab(qtbot, settings)
+    form = tab.form
+    sample, shipped_reg = resources_dir() / "sample_dataset", resources_dir() / "sample_dataset_reg"
+    assert form.reg_edit.text() == ""  # no dataset yet: nothing of the sample's
+    form.set_dataset(sample, "zqstar")
+    cfg = tab.build_config()
+    assert Path(cfg.dataset.reg_path).resolve() == shipped_reg.resolve()
+    assert (cfg.train.min_timestep, cfg.train.max_timestep) == (200, 700)
+    assert cfg.train.prior_loss_weight == 1.5
+    cfg.validate()  # the shipped reg folder is there and the recipe is a valid config
+
+    form.set_dataset(dataset_dir, "zqstar")  # a person's own pictures: engine defaults
+    cfg = tab.build_config()
+    assert form.reg_edit.text() == "" and cfg.dataset.reg_path == ""
+    assert (cfg.train.min_timestep, cfg.train.max_timestep) == (0, 1000)
+
+    own = tmp_path / "my_reg"
+    own.mkdir()
+    form.reg_edit.setText(str(own))  # a reg folder the person chose stays, on any dataset
+    form.set_dataset(sample, "zqstar")
+    assert form.reg_edit.text() == str(own)
+    form.set_dataset(dataset_dir, "zqstar")
+    assert form.reg_edit.text() == str(own)
+
+    form.reg_edit.setText("")
+    preset = tmp_path / "range.toml"  # a preset's own timestep range is not replaced
+    preset.write_text("schema_version = 1\n[train]\nmin_timestep = 100\nmax_timestep = 900\n",
+                      encoding="utf-8")
+    tab.load_preset(preset)
+    form.set_dataset(sample, "zqstar")
+    cfg = tab.build_config()
+    assert (cfg.train.min_timestep, cfg.train.max_timestep) == (100, 900)

@@ -77,20 +77,48 @@ FIELD_LABELS = {
 }
 
 
-def default_config() -> TrainConfig:
-    """The quickstart preset's settings, without its dataset, prompts and output folder (the
-    dataset comes from the Dataset tab, the prompt from its trigger word)."""
+# Settings of the quickstart preset measured for its own sample dataset only: the shipped
+# regularization pictures (Tiny Shapes scenes) and the timestep range. The form applies them
+# when the shipped sample is the dataset and keeps the engine defaults for any other.
+SAMPLE_ONLY = (("dataset", "reg_path"), ("train", "min_timestep"), ("train", "max_timestep"))
+
+
+def quickstart_config() -> TrainConfig:
+    """The shipped quickstart preset, parsed (engine defaults for a broken install)."""
     path = resources_dir() / "presets" / QUICKSTART
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        cfg = config_from_dict(data, base_dir=path.parent, validate=False)
-    except (OSError, tomllib.TOMLDecodeError, ConfigError):  # a broken install: engine defaults
-        cfg = TrainConfig()
+        return config_from_dict(data, base_dir=path.parent, validate=False)
+    except (OSError, tomllib.TOMLDecodeError, ConfigError):
+        return TrainConfig()
+
+
+def default_config(preset: TrainConfig | None = None) -> TrainConfig:
+    """The quickstart preset's settings, without its dataset, prompts and output folder (the
+    dataset comes from the Dataset tab, the prompt from its trigger word) and without its
+    sample-only settings (`SAMPLE_ONLY`)."""
+    cfg = copy.deepcopy(preset) if preset is not None else quickstart_config()
     cfg.dataset.path = cfg.dataset.default_caption = cfg.dataset.trigger_word = ""
     cfg.sample.prompts = []
     cfg.output.path = ""
     cfg.output.name = "my_lora"
+    _copy_keys(TrainConfig(), cfg, SAMPLE_ONLY)
     return cfg
+
+
+def is_shipped_sample(path: str | Path | None) -> bool:
+    return bool(path) and Path(path).resolve() == (resources_dir() / "sample_dataset").resolve()
+
+
+def _same_folder(a: str, b: str) -> bool:
+    if not a or not b:
+        return not a and not b
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _copy_keys(source: TrainConfig, target: TrainConfig, keys) -> None:
+    for section, key in keys:
+        setattr(getattr(target, section), key, getattr(getattr(source, section), key))
 
 
 def default_output_dir(name: str) -> Path:
@@ -106,7 +134,9 @@ class TrainForm(QWidget):
         self.setObjectName("TrainForm")
         self._help = describe_keys()
         self._widgets: dict[str, QWidget] = {}
-        self._base = default_config()
+        preset = quickstart_config()
+        self._base = default_config(preset)
+        self._sample_recipe = preset  # its SAMPLE_ONLY keys, for the shipped sample
         self._dataset_path = ""
         self._dataset_captions = ("", "")  # (default caption, trigger word) of that dataset
         self._auto_prompts = ""  # the prompt text the form filled in itself (the trigger word)
@@ -283,8 +313,10 @@ class TrainForm(QWidget):
         if cfg.dataset.path:
             self.set_dataset(cfg.dataset.path, cfg.dataset.default_caption,
                              trigger=cfg.dataset.trigger_word)
-        elif not cfg.sample.prompts:
-            self._fill_auto_prompts()
+        else:
+            self._apply_sample_recipe()
+            if not cfg.sample.prompts:
+                self._fill_auto_prompts()
 
     def to_config(self) -> TrainConfig:
         """The config the form describes (a copy of the base with the form's values); raises
@@ -349,6 +381,7 @@ class TrainForm(QWidget):
         form filled in itself) becomes the trigger word, so previews show what the LoRA learns."""
         self._dataset_path = str(path) if path else ""
         self._dataset_captions = (default_caption, trigger or default_caption)
+        self._apply_sample_recipe()
         if not self._dataset_path:
             self.dataset_label.setText(NO_DATASET)
             self.dataset_label.setToolTip(self._tip("dataset.path"))
@@ -356,6 +389,20 @@ class TrainForm(QWidget):
             self.dataset_label.setText(summary or Path(self._dataset_path).name)
             self.dataset_label.setToolTip(f"{self._dataset_path}\n\n{self._tip('dataset.path')}")
         self._fill_auto_prompts(first_caption)
+
+    def _apply_sample_recipe(self) -> None:
+        """The shipped sample trains with the quickstart's reg pictures and timestep range;
+        another dataset drops them. What a person (or a preset) set otherwise stays."""
+        on = is_shipped_sample(self._dataset_path)
+        recipe, engine = self._sample_recipe, TrainConfig()
+        old, new = (engine, recipe) if on else (recipe, engine)
+        reg = self.reg_edit.text().strip()
+        if _same_folder(reg, old.dataset.reg_path) or (on and not reg):
+            self.reg_edit.setText(new.dataset.reg_path)
+        train = self._base.train
+        if (train.min_timestep, train.max_timestep) == (old.train.min_timestep,
+                                                        old.train.max_timestep):
+            _copy_keys(new, self._base, SAMPLE_ONLY[1:])
 
     def _fill_auto_prompts(self, first_caption: str = "") -> None:
         current = self.prompts_edit.toPlainText().strip()

@@ -92,7 +92,7 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from lora_studio.core.models.tiny_shapes.sample_data import CONCEPTS  # no torch: cheap
+    from lora_studio.core.models.tiny_shapes.sample_data import CONCEPTS, REG_COUNT  # cheap
 
     p = sub.add_parser("tiny-shapes", help="the built-in Tiny Shapes model: retrain, measure")
     tsub = p.add_subparsers(dest="tiny_command", required=True)
@@ -124,5 +124,5 @@ def add_parser(sub) -> None:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--reg", type=Path, default=None,
                    help="also write regularization images (the base world) to this folder")
-    d.add_argument("--reg-count", type=int, default=36)
+    d.add_argument("--reg-count", type=int, default=REG_COUNT)
     d.set_defaults(handler=run_dataset)

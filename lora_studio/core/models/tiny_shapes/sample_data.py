@@ -3,6 +3,7 @@
     write_concept_dataset(folder, "star")      # zqstar: stars of every color, size and place
     write_concept_dataset(folder, "stripes")   # zqstripe: striped circles, squares, triangles
     write_regularization_set(folder)           # the base world, for dataset.reg_path
+                                               # (resources/sample_dataset_reg)
 
 Each image gets a kohya-style caption beside it (`name.txt`), trigger word first:
 "zqstar, a large purple star on a gray background". Colors, backgrounds, sizes and positions
@@ -66,7 +67,13 @@ def write_concept_dataset(folder: str | Path, concept: str = "star", count: int 
     return folder
 
 
-def write_regularization_set(folder: str | Path, count: int = 36, seed: int = 11) -> Path:
+# The shipped set (resources/sample_dataset_reg): a pool this large is walked, not repeated,
+# so the LoRA cannot learn its pictures by heart (measured against 36: the base prompts kept
+# 0.83 of their quality instead of 0.80).
+REG_COUNT = 360
+
+
+def write_regularization_set(folder: str | Path, count: int = REG_COUNT, seed: int = 11) -> Path:
     """Pictures of the base world (circles, squares, triangles, plain) captioned without a
     trigger word: what a concept LoRA should leave as it is (`dataset.reg_path`)."""
     folder = Path(folder)
