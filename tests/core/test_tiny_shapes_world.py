@@ -1,5 +1,5 @@
 """Tiny Shapes without a model: the world's scenes and captions, the scorer on ground truth,
-the tokenizer's vocabulary, and the shipped sample dataset."""
+the tokenizer's vocabulary, and the shipped sample dataset and its reg pictures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import pytest
 from PIL import Image
 
 from lora_studio.core.models.tiny_shapes import scorer, world
-from lora_studio.core.models.tiny_shapes.sample_data import concept_scenes, write_concept_dataset
+from lora_studio.core.models.tiny_shapes.sample_data import (
+    REG_COUNT,
+    concept_scenes,
+    write_concept_dataset,
+    write_regularization_set,
+)
 from lora_studio.core.models.tiny_shapes.tokenizer import RESERVED_WORDS, build_tokenizer
 from lora_studio.core.paths import resources_dir
 
@@ -76,6 +81,19 @@ def test_the_shipped_sample_dataset_is_the_star_concept_set(tmp_path):
     assert all(s.rotation == 0.0 for s in scenes)  # upright: a random turn taught blobs
     assert len({s.background for s in scenes}) == 3 and {s.size for s in scenes} == {
         "small", "large"}
+
+
+def test_the_shipped_reg_pictures_are_the_base_world_set(tmp_path):
+    shipped = resources_dir() / "sample_dataset_reg"
+    fresh = write_regularization_set(tmp_path / "reg")
+    names = sorted(p.name for p in shipped.iterdir())
+    assert names == sorted(p.name for p in fresh.iterdir()) and len(names) == 2 * REG_COUNT
+    for name in names:
+        a, b = shipped / name, fresh / name
+        if name.endswith(".txt"):
+            assert a.read_text() == b.read_text() and "zq" not in a.read_text()
+        else:
+            assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
