@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 
 from lora_studio.ui.base_model import TINY_MODEL_LABEL
 from lora_studio.core.errors import ConfigError
-from lora_studio.core.paths import resources_dir, user_data_dir
+from lora_studio.core.paths import path_key, resources_dir, user_data_dir
 from lora_studio.core.train.config import (
     LR_SCHEDULERS,
     MIXED_PRECISIONS,
@@ -107,13 +107,13 @@ def default_config(preset: TrainConfig | None = None) -> TrainConfig:
 
 
 def is_shipped_sample(path: str | Path | None) -> bool:
-    return bool(path) and Path(path).resolve() == (resources_dir() / "sample_dataset").resolve()
+    return _same_folder(str(path or ""), str(resources_dir() / "sample_dataset"))
 
 
 def _same_folder(a: str, b: str) -> bool:
     if not a or not b:
         return not a and not b
-    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return path_key(a) == path_key(b)
 
 
 def _copy_keys(source: TrainConfig, target: TrainConfig, keys) -> None:
