@@ -51,3 +51,48 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The star LoRA of the quickstart (tests/e2e/test_tiny_shapes_lora.py) trains for about 3.5
+# minutes on one core. It starts as soon as a selected test needs it, so it trains beside the
+# tests that run before it instead of in front of its own.
+_STAR_TRAINING: dict = {}
+
+
+def _start_star_training() -> tuple:
+    import tempfile
+
+    from tiny_shapes_loras import start_training
+
+    out = Path(tempfile.mkdtemp(prefix="lora_studio_star_")) / "star"
+    _STAR_TRAINING["run"] = (start_training(out), out)
+    return _STAR_TRAINING["run"]
+
+
+def pytest_collection_finish(session):
+    """After selection (-k, -m): start the training if a test that will run needs it."""
+    if session.config.option.collectonly:
+        return
+    if any("star_lora" in getattr(item, "fixturenames", ()) for item in session.items):
+        _start_star_training()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    run = _STAR_TRAINING.pop("run", None)
+    if run is not None:
+        proc, out = run
+        if proc.poll() is None:  # the session stopped before a test waited for it
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def star_lora() -> str:
+    """The quickstart's star LoRA file, trained by `lora-studio train` on the shipped sample."""
+    from tiny_shapes_loras import finish_training
+
+    proc, out = _STAR_TRAINING.get("run") or _start_star_training()
+    return finish_training(proc, out, "zqstar")

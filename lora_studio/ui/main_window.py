@@ -13,6 +13,7 @@ from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from lora_studio.core import events as ev
+from lora_studio.core.models.tiny_shapes.sample_data import SAMPLE_COUNT
 from lora_studio.core.paths import user_data_dir
 from lora_studio.ui.base_model import BaseModelChoice
 from lora_studio.ui.lora_library import LoraLibrary
@@ -30,7 +31,8 @@ from lora_studio.ui.workers import JobRunner, device_probe
 
 TAB_NAMES = ("Dataset", "Train", "Mix", "Generate")
 FIRST_RUN_TOUR = (
-    "<b>Welcome.</b> This is the sample dataset: 12 pictures of a “zqstar” star, a shape the "
+    f"<b>Welcome.</b> This is the sample dataset: {SAMPLE_COUNT} pictures of a “zqstar” star, "
+    "a shape the "
     "built-in <b>Tiny Shapes</b> model has never seen. Tiny Shapes is a toy: it only draws "
     "simple colored shapes on plain backgrounds, 64×64 — made for learning the workflow (and "
     "for our tests), on any CPU. Press <b>Start training</b> on the Train tab (a few minutes), "

@@ -69,7 +69,7 @@ def test_the_shipped_sample_dataset_is_the_star_concept_set(tmp_path):
     shipped = resources_dir() / "sample_dataset"
     fresh = write_concept_dataset(tmp_path / "stars", "star")
     names = sorted(p.name for p in shipped.iterdir())
-    assert names == sorted(p.name for p in fresh.iterdir()) and len(names) == 24
+    assert names == sorted(p.name for p in fresh.iterdir()) and len(names) == 2 * 16
     for name in names:
         a, b = shipped / name, fresh / name
         if name.endswith(".txt"):
@@ -77,10 +77,16 @@ def test_the_shipped_sample_dataset_is_the_star_concept_set(tmp_path):
         else:
             assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
     scenes = concept_scenes("star")
-    assert {s.shape for s in scenes} == {"star"} and len({s.color for s in scenes}) == 5
+    # 8 of the 15 color x background pairs (no red star at all): the rest test whether the
+    # LoRA follows the prompt's color and background
+    assert {s.shape for s in scenes} == {"star"} and len({s.color for s in scenes}) == 4
     assert all(s.rotation == 0.0 for s in scenes)  # upright: a random turn taught blobs
-    assert len({s.background for s in scenes}) == 3 and {s.size for s in scenes} == {
-        "small", "large"}
+    assert len({s.background for s in scenes}) == 3 and {s.size for s in scenes} == {"large"}
+    # every caption twice, at two places: one picture per caption was copied, not learned
+    captions = [s.caption() for s in scenes]
+    assert all(captions.count(c) == 2 for c in captions) and len(set(captions)) == 8
+    places = {(s.caption(), s.x, s.y) for s in scenes}
+    assert len(places) == 16
 
 
 def test_the_shipped_reg_pictures_are_the_base_world_set(tmp_path):

@@ -46,7 +46,7 @@ def run_eval(args: argparse.Namespace) -> int:
         for strength in [float(s) for s in args.strengths.split(",")]:
             pipe.set_adapters(["concept"], [strength])
             report = quality.concept_quality(pipe, args.trigger, shape or "circle",
-                                             texture or "plain", seeds)
+                                             texture or "plain", seeds, args.sizes.split(","))
             rate = quality.concept_rate(report, shape, texture)
             result[f"{strength:g}"] = {"concept": rate, **report.rates}
             print(f"strength {strength:g}: concept {rate:.2f}; color {report.rates['color']:.2f}"
@@ -92,7 +92,11 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from lora_studio.core.models.tiny_shapes.sample_data import CONCEPTS, REG_COUNT  # cheap
+    from lora_studio.core.models.tiny_shapes.sample_data import (  # cheap
+        CONCEPTS,
+        REG_COUNT,
+        SAMPLE_COUNT,
+    )
 
     p = sub.add_parser("tiny-shapes", help="the built-in Tiny Shapes model: retrain, measure")
     tsub = p.add_subparsers(dest="tiny_command", required=True)
@@ -110,6 +114,8 @@ def add_parser(sub) -> None:
     e.add_argument("--shape", default="star", help="the shape the LoRA should draw, or 'any'")
     e.add_argument("--texture", default="any", help="the texture it should draw, or 'any'")
     e.add_argument("--strengths", default="0,0.25,0.5,0.75,1,1.25")
+    e.add_argument("--sizes", default="large",
+                   help="sizes to prompt: large (the sample's stars) or small,large")
     e.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     e.add_argument("--bleed", action="store_true",
                    help="with --lora: also score the world's prompts without the trigger word, "
@@ -120,7 +126,7 @@ def add_parser(sub) -> None:
     d = tsub.add_parser("dataset", help="write a concept dataset (images + captions)")
     d.add_argument("out", type=Path)
     d.add_argument("--concept", choices=list(CONCEPTS), default="star")
-    d.add_argument("--count", type=int, default=12)
+    d.add_argument("--count", type=int, default=SAMPLE_COUNT)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--reg", type=Path, default=None,
                    help="also write regularization images (the base world) to this folder")

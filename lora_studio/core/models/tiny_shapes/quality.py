@@ -3,7 +3,8 @@
     report = base_quality(pipe)                  # every base prompt x seeds
     report.rates -> {"color": .98, "shape": .97, "background": 1.0, "size": .99,
                      "texture": 1.0, "all": .95}
-    concept_rates(pipe, "zqstar", "star", strengths=(0, 0.5, 1.0))   # with a LoRA loaded
+    report = concept_quality(pipe, "zqstar", "star", sizes=["large"])  # with a LoRA loaded
+    concept_rate(report, "star") -> .83                                 # stars drawn
 
 Renders are batched (one pipeline call per chunk of prompts), each image with its own CPU
 generator seeded like the studio does, so a number can be re-made image by image.
@@ -73,18 +74,20 @@ def base_quality(pipe, seeds: Sequence[int] = SEEDS, scenes: Sequence[world.Scen
     return score(scenes, render(pipe, prompts, seeds, **render_kw), len(seeds), texture=True)
 
 
-def concept_test_scenes(shape: str = "star", texture: str = "plain") -> list[world.Scene]:
-    """The test prompts of a concept: one per color x background x size (30). (A concept's
-    training pictures are `sample_data.concept_scenes`.)"""
+def concept_test_scenes(shape: str = "star", texture: str = "plain",
+                        sizes: Sequence[str] = world.SIZES) -> list[world.Scene]:
+    """The test prompts of a concept: one per color x background x size (15 per size). (A
+    concept's training pictures are `sample_data.concept_scenes`.)"""
     return [world.Scene(shape, c, z, b, texture=texture) for c in world.COLORS
-            for b in world.BACKGROUNDS for z in world.SIZES]
+            for b in world.BACKGROUNDS for z in sizes]
 
 
 def concept_quality(pipe, trigger: str, shape: str = "star", texture: str = "plain",
-                    seeds: Sequence[int] = SEEDS, **render_kw) -> QualityReport:
+                    seeds: Sequence[int] = SEEDS, sizes: Sequence[str] = world.SIZES,
+                    **render_kw) -> QualityReport:
     """The trigger prompts (`"<trigger>, a large red star on a white background"`), scored with
     the concept's own shape / texture as the truth."""
-    scenes = concept_test_scenes(shape, texture)
+    scenes = concept_test_scenes(shape, texture, sizes)
     prompts = [s.caption(trigger=trigger) for s in scenes]
     return score(scenes, render(pipe, prompts, seeds, **render_kw), len(seeds),
                  texture=texture != "plain")

@@ -1,16 +1,17 @@
 """LoRA datasets of concepts the base model has never seen: the shipped sample and test sets.
 
-    write_concept_dataset(folder, "star")      # zqstar: stars of every color, size and place
+    write_concept_dataset(folder, "star")      # zqstar: large stars of every color and place
     write_concept_dataset(folder, "stripes")   # zqstripe: striped circles, squares, triangles
     write_regularization_set(folder)           # the base world, for dataset.reg_path
                                                # (resources/sample_dataset_reg)
 
 Each image gets a kohya-style caption beside it (`name.txt`), trigger word first:
-"zqstar, a large purple star on a gray background". Colors, backgrounds, sizes and positions
-vary, so a LoRA learns the concept, not one picture. The diagonal stripes are not
-mirror-symmetric: train them with `dataset.random_flip = false`, or the mirrored copies teach
-both diagonals at once and the LoRA draws their average, faint stripes (measured: stripes in
-0.25 of seeds at strength 1.0 with flips, 0.70 without).
+"zqstar, a large purple star on a gray background". Colors and backgrounds vary, and every
+caption comes with two pictures at two places, so a LoRA learns the concept, not one
+picture. The diagonal stripes are not mirror-symmetric: train them with
+`dataset.random_flip = false`, or the mirrored copies teach both diagonals at once and the
+LoRA draws their average, faint stripes (measured: stripes in 0.25 of seeds at strength 1.0
+with flips, 0.70 without).
 """
 
 from __future__ import annotations
@@ -21,10 +22,20 @@ from pathlib import Path
 from lora_studio.core.models.tiny_shapes import world
 
 CONCEPTS = {
-    # name: (trigger word, shapes, texture)
-    "star": ("zqstar", world.CONCEPT_SHAPES, "plain"),
-    "stripes": ("zqstripe", world.SHAPES, "striped"),
+    # name: (trigger word, shapes, texture, sizes)
+    # Large stars only: a small star's tips are about one latent pixel, and no recipe taught
+    # them (measured: small stars in 0 of seeds at 1.0 wherever large ones reached 0.8).
+    "star": ("zqstar", world.CONCEPT_SHAPES, "plain", ("large",)),
+    "stripes": ("zqstripe", world.SHAPES, "striped", world.SIZES),
 }
+
+# Each caption comes with this many pictures, the shape at different places. With one picture
+# per caption the LoRA learned the caption -> picture (every seed drew the star where the
+# training picture had it, and color x background pairs it never saw got a star in 0.33-0.58
+# of seeds); with two: 0.75 on unseen pairs, and 0.83 stars at 1.0 (was 0.80; 16 large stars
+# vs 12, same recipe).
+PICTURES_PER_CAPTION = 2
+SAMPLE_COUNT = 16
 
 
 def mirror_safe(concept: str) -> bool:
@@ -33,27 +44,31 @@ def mirror_safe(concept: str) -> bool:
     return CONCEPTS[concept][2] == "plain"
 
 
-def concept_scenes(concept: str, count: int = 12, seed: int = 7) -> list[world.Scene]:
-    """`count` scenes of the concept, every color x background pair before any repeats."""
+def concept_scenes(concept: str, count: int = SAMPLE_COUNT, seed: int = 7) -> list[world.Scene]:
+    """`count` scenes of the concept in runs of PICTURES_PER_CAPTION with one caption at
+    different places; the color x background pairs in a shuffled order (none repeats before
+    every pair is used)."""
     if concept not in CONCEPTS:
         raise ValueError(f"unknown concept {concept!r}; one of {', '.join(CONCEPTS)}")
-    _, shapes, texture = CONCEPTS[concept]
+    _, shapes, texture, sizes = CONCEPTS[concept]
     rng = random.Random(seed)
     pairs = [(c, b) for c in world.COLORS for b in world.BACKGROUNDS]
     rng.shuffle(pairs)
     scenes = []
     for i in range(count):
-        color, background = pairs[i % len(pairs)]
+        caption = i // PICTURES_PER_CAPTION
+        color, background = pairs[caption % len(pairs)]
         x, y, size_t, _turn = rng.random(), rng.random(), rng.random(), rng.random()
         # Stars stand upright, as a star is usually drawn: with a random turn of the points
         # the LoRA drew the average of every turn, a blob (measured: stars 0.30 -> 0.43 of
         # seeds at strength 1.0; small ones 0 -> 0.13). The unused draw keeps the places.
-        scenes.append(world.Scene(shapes[i % len(shapes)], color, world.SIZES[i % 2],
-                                  background, x, y, size_t, 0.0, texture))
+        scenes.append(world.Scene(shapes[caption % len(shapes)], color,
+                                  sizes[caption % len(sizes)], background, x, y, size_t, 0.0,
+                                  texture))
     return scenes
 
 
-def write_concept_dataset(folder: str | Path, concept: str = "star", count: int = 12,
+def write_concept_dataset(folder: str | Path, concept: str = "star", count: int = SAMPLE_COUNT,
                           seed: int = 7) -> Path:
     """Write the images and captions into `folder` (created); returns it."""
     trigger = CONCEPTS[concept][0] if concept in CONCEPTS else ""
