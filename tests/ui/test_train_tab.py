@@ -267,13 +267,20 @@ def test_the_shipped_sample_trains_beside_its_reg_pictures_and_no_other_dataset_
     cfg = tab.build_config()
     assert Path(cfg.dataset.reg_path).resolve() == shipped_reg.resolve()
     assert (cfg.train.min_timestep, cfg.train.max_timestep) == (200, 700)
-    assert cfg.train.prior_loss_weight == 1.5
+    assert cfg.train.prior_loss_weight == 3.0
     cfg.validate()  # the shipped reg folder is there and the recipe is a valid config
 
     form.set_dataset(dataset_dir, "zqstar")  # a person's own pictures: engine defaults
     cfg = tab.build_config()
     assert form.reg_edit.text() == "" and cfg.dataset.reg_path == ""
     assert (cfg.train.min_timestep, cfg.train.max_timestep) == (0, 1000)
+    assert cfg.train.prior_loss_weight == 1.0  # kohya's, for a reg folder of their own
+
+    form.prior_spin.setValue(2.0)  # a weight the person chose stays, on any dataset
+    form.set_dataset(sample, "zqstar")
+    assert tab.build_config().train.prior_loss_weight == 2.0
+    form.set_dataset(dataset_dir, "zqstar")
+    assert tab.build_config().train.prior_loss_weight == 2.0
 
     own = tmp_path / "my_reg"
     own.mkdir()

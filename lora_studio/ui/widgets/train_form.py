@@ -78,9 +78,11 @@ FIELD_LABELS = {
 
 
 # Settings of the quickstart preset measured for its own sample dataset only: the shipped
-# regularization pictures (Tiny Shapes scenes) and the timestep range. The form applies them
-# when the shipped sample is the dataset and keeps the engine defaults for any other.
-SAMPLE_ONLY = (("dataset", "reg_path"), ("train", "min_timestep"), ("train", "max_timestep"))
+# regularization pictures (Tiny Shapes scenes), their loss weight (3, where kohya's default is 1)
+# and the timestep range. The form applies them when the shipped sample is the dataset and
+# keeps the engine defaults for any other.
+SAMPLE_RANGE = (("train", "min_timestep"), ("train", "max_timestep"))
+SAMPLE_ONLY = (("dataset", "reg_path"), ("train", "prior_loss_weight")) + SAMPLE_RANGE
 
 
 def quickstart_config() -> TrainConfig:
@@ -391,18 +393,21 @@ class TrainForm(QWidget):
         self._fill_auto_prompts(first_caption)
 
     def _apply_sample_recipe(self) -> None:
-        """The shipped sample trains with the quickstart's reg pictures and timestep range;
-        another dataset drops them. What a person (or a preset) set otherwise stays."""
+        """The shipped sample trains with the quickstart's reg pictures, their weight and the
+        timestep range; another dataset gets the engine's defaults. What a person (or a
+        preset) set otherwise stays."""
         on = is_shipped_sample(self._dataset_path)
         recipe, engine = self._sample_recipe, TrainConfig()
         old, new = (engine, recipe) if on else (recipe, engine)
         reg = self.reg_edit.text().strip()
         if _same_folder(reg, old.dataset.reg_path) or (on and not reg):
             self.reg_edit.setText(new.dataset.reg_path)
+        if self.prior_spin.value() == old.train.prior_loss_weight:
+            self.prior_spin.setValue(new.train.prior_loss_weight)
         train = self._base.train
         if (train.min_timestep, train.max_timestep) == (old.train.min_timestep,
                                                         old.train.max_timestep):
-            _copy_keys(new, self._base, SAMPLE_ONLY[1:])
+            _copy_keys(new, self._base, SAMPLE_RANGE)
 
     def _fill_auto_prompts(self, first_caption: str = "") -> None:
         current = self.prompts_edit.toPlainText().strip()
