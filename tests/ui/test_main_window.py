@@ -8,6 +8,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from lora_studio.core.models.tiny_shapes.sample_data import SAMPLE_COUNT
 from lora_studio.ui.main_window import TAB_NAMES
 
 
@@ -152,7 +153,7 @@ def test_first_run_opens_the_sample_dataset(make_window, wait_for_dataset):
     from lora_studio.core.paths import resources_dir
 
     window = make_window(restore_dataset=True)
-    wait_for_dataset(window, rows=12)
+    wait_for_dataset(window, rows=SAMPLE_COUNT)
     assert window.dataset_tab.folder == resources_dir() / "sample_dataset"
     assert "zqstar" in window.dataset_tab.model.entry(0).caption
 
@@ -161,7 +162,7 @@ def test_first_run_says_what_the_built_in_model_is_until_another_folder_opens(
         make_window, wait_for_dataset, dataset_dir):
     window = make_window(restore_dataset=True)
     window.show()
-    wait_for_dataset(window, rows=12)
+    wait_for_dataset(window, rows=SAMPLE_COUNT)
     banner = window.dataset_tab.banner
     assert banner.isVisible()
     assert "Tiny Shapes" in banner.text() and "toy" in banner.text()
