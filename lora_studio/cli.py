@@ -255,13 +255,16 @@ def _add_screenshot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     p.add_argument("--dataset", type=Path, default=None,
                    help="dataset folder to show (default: the shipped sample dataset)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps of the main LoRA (default 40, a quick look; the README's "
+                        "pictures use 1500, the quickstart's, so its previews show the star)")
     p.set_defaults(handler=_run_screenshot)
 
 
 def _run_screenshot(args: argparse.Namespace) -> int:
-    from lora_studio.ui.screenshot import take_screenshots
+    from lora_studio.ui.screenshot import SCREENSHOT_STEPS, take_screenshots
 
-    for path in take_screenshots(args.out, args.dataset):
+    for path in take_screenshots(args.out, args.dataset, args.steps or SCREENSHOT_STEPS):
         print(path)
     return 0
 

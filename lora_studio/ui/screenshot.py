@@ -1,10 +1,11 @@
 """Screenshots of every tab for the docs: `python -m lora_studio.ui.screenshot [OUT_DIR]`.
 
 Opens the window offscreen with its own throw-away settings, loads a dataset (the shipped
-sample by default), waits for the thumbnails, trains two short real LoRAs on the built-in tiny
-model in the Train tab (so its picture shows a real run), stacks both on the Mix tab's sliders
-with the live preview on, renders a few images with the stack in the Generate tab, and saves one
-PNG per tab.
+sample by default), waits for the thumbnails, trains two real LoRAs on the built-in tiny model
+in the Train tab (so its picture shows a real run; the main one 40 steps, or the quickstart's
+1500 with `lora-studio screenshot --steps 1500`, as the README's pictures are made), stacks
+both on the Mix tab's sliders with the live preview on, renders a few images with the stack in
+the Generate tab, and saves one PNG per tab.
 """
 
 from __future__ import annotations
@@ -32,33 +33,33 @@ def _wait_until(app, condition, timeout_s: float = 20.0) -> bool:
 
 
 def _real_training(app, window, work_dir: Path, name: str = "zqstar",
-                   steps: int = SCREENSHOT_STEPS, rank: int = 8,
-                   timeout_s: float = 240.0) -> bool:
-    """Train a short real LoRA on the built-in tiny model from the Train tab (as a person would:
-    the form, then Start), so its screenshot shows a real loss curve, real previews and the
-    saved file. About 10-30 s on a 2-core CPU. Returns whether the run finished."""
+                   steps: int = SCREENSHOT_STEPS, rank: int = 8) -> bool:
+    """Train a real LoRA on the built-in tiny model from the Train tab (as a person would: the
+    form, then Start), so its screenshot shows a real loss curve, real previews and the saved
+    file. About 10-30 s on a 2-core CPU at 40 steps, 4 minutes at the quickstart's 1500.
+    Returns whether the run finished."""
     tab = window.train_tab
     form = tab.form
     window.model_picker.choose(None)  # the built-in tiny model
     form.steps_spin.setValue(steps)
     form.rank_spin.setValue(rank)
-    form.sample_every_spin.setValue(SCREENSHOT_SAMPLE_EVERY)
+    form.sample_every_spin.setValue(max(SCREENSHOT_SAMPLE_EVERY, steps // 5))
     form.sample_steps_spin.setValue(12)
     form.prompts_edit.setPlainText("zqstar, a large red star on a white background")
     form.name_edit.setText(name)
     form.output_edit.setText(str(work_dir / "loras" / name))
     if not tab.start_training():
         return False
-    return _wait_until(app, lambda: not window.runner.is_running, timeout_s)
+    return _wait_until(app, lambda: not window.runner.is_running, max(240.0, steps * 2.0))
 
 
 def _real_mix(app, window, loras: list[Path], timeout_s: float = 120.0) -> bool:
-    """Stack the trained LoRAs on the Mix tab (0.8 and 0.6) with the live preview on."""
+    """Stack the trained LoRAs on the Mix tab (1.0 and 0.4) with the live preview on."""
     tab = window.mix_tab
     library = window.library
     _wait_until(app, lambda: all(library.item(p) is not None and not library.item(p).loading
                                  for p in loras), 30.0)
-    for path, weight in zip(loras, (0.8, 0.6, 0.4)):
+    for path, weight in zip(loras, (1.0, 0.4)):
         tab.add_to_stack(path)
         row = tab.row(path)
         if row is not None:
@@ -94,8 +95,9 @@ def _real_generation(app, window, work_dir: Path, timeout_s: float = 120.0) -> b
 
 
 def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str] |
-                     None = None) -> list[Path]:
-    """Save `dataset.png`, `train.png`, `mix.png`, `generate.png` into `out_dir`; returns them."""
+                     None = None, steps: int = SCREENSHOT_STEPS) -> list[Path]:
+    """Save `dataset.png`, `train.png`, `mix.png`, `generate.png` into `out_dir`; returns them.
+    `steps`: of the main LoRA (a second one, 16 steps at rank 4, is stacked beside it)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
 
@@ -123,8 +125,8 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
         if tab.model.rowCount() > 1:
             tab.select_row(1)
         trained = []
-        for name, steps, rank in (("zqstar_soft", 16, 4), ("zqstar", SCREENSHOT_STEPS, 8)):
-            if _real_training(app, window, Path(tmp), name, steps, rank) and \
+        for name, run_steps, rank in (("zqstar_soft", 16, 4), ("zqstar", steps, 8)):
+            if _real_training(app, window, Path(tmp), name, run_steps, rank) and \
                     window.train_tab.trained_lora is not None:
                 trained.append(window.train_tab.trained_lora)
         _real_mix(app, window, trained[::-1])
