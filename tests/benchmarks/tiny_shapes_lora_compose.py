@@ -26,20 +26,21 @@ SIZES = sample_data.CONCEPTS["star"][3]
 
 
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def studio(tmp_path_factory):
+    """The Generate tab's session with both LoRAs loaded, and their adapter names."""
     root = tmp_path_factory.mktemp("loras")
     data = sample_data.write_concept_dataset(root / "stripes_data", "stripes")
     star = start_training(root / "star")
     stripes = start_training(root / "stripes", *stripes_settings(data))
     files = (finish_training(star, root / "star", "zqstar"),
              finish_training(stripes, root / "stripes", "zqstripe"))
-    s = studio_session()
-    s.star, s.stripes = (adapter_name(s, f) for f in files)
-    return s
+    session = studio_session()
+    return (session, *(adapter_name(session, f) for f in files))
 
 
-def test_the_stripes_lora_alone_draws_stripes(session):
-    use_only(session, {session.stripes: 1.0})
+def test_the_stripes_lora_alone_draws_stripes(studio):
+    session, _, stripes = studio
+    use_only(session, {stripes: 1.0})
     report = quality.concept_quality(session.pipeline, "zqstripe", "circle", "striped", SEEDS)
     rate = quality.concept_rate(report, None, "striped")
     print(f"\nstripes alone at 1.0: {rate:.2f}")
@@ -47,8 +48,9 @@ def test_the_stripes_lora_alone_draws_stripes(session):
 
 
 @pytest.mark.parametrize("star_weight, stripes_weight", [(1.0, 1.0), (1.0, 0.75)])
-def test_a_star_lora_and_a_stripes_lora_compose(session, star_weight, stripes_weight):
-    use_only(session, {session.star: star_weight, session.stripes: stripes_weight})
+def test_a_star_lora_and_a_stripes_lora_compose(studio, star_weight, stripes_weight):
+    session, star, stripes = studio
+    use_only(session, {star: star_weight, stripes: stripes_weight})
     scenes = quality.concept_test_scenes("star", texture="striped", sizes=SIZES)
     prompts = [f"zqstar, zqstripe, {s.caption()}" for s in scenes]
     images = quality.render(session.pipeline, prompts, SEEDS)

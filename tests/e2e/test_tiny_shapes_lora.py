@@ -23,17 +23,18 @@ SIZES = sample_data.CONCEPTS["star"][3]  # large: the sample's stars
 
 
 @pytest.fixture(scope="module")
-def session(star_lora):  # star_lora (conftest) starts training when the test run begins
-    s = studio_session()
-    s.star = adapter_name(s, star_lora)
-    return s
+def studio(star_lora):  # star_lora (conftest) starts training when the test run begins
+    """The Generate tab's session with the star LoRA loaded, and the LoRA's adapter name."""
+    session = studio_session()
+    return session, adapter_name(session, star_lora)
 
 
 @pytest.fixture(scope="module")
-def star_curve(session):
+def star_curve(studio):
+    session, star = studio
     reports = {}
     for strength in STRENGTHS:
-        use_only(session, {session.star: strength})
+        use_only(session, {star: strength})
         reports[strength] = quality.concept_quality(session.pipeline, "zqstar", "star",
                                                     seeds=SEEDS, sizes=SIZES)
     rates = {s: quality.concept_rate(r, "star") for s, r in reports.items()}
@@ -72,11 +73,12 @@ def test_the_star_follows_the_prompt_not_one_training_picture(star_curve):
     assert stars >= 0.7
 
 
-def test_prompts_without_the_trigger_keep_their_base_quality(session):
+def test_prompts_without_the_trigger_keep_their_base_quality(studio):
+    session, star = studio
     seeds = SEEDS[:2]
     use_only(session, {})
     base = quality.base_quality(session.pipeline, seeds)
-    use_only(session, {session.star: 1.0})
+    use_only(session, {star: 1.0})
     with_lora = quality.base_quality(session.pipeline, seeds)
     print(f"\nbase prompts without the LoRA: {base.line()}\nwith the LoRA at 1.0: "
           f"{with_lora.line()}")
