@@ -27,6 +27,16 @@ def configs_dir() -> Path:
     return resources_dir() / "configs"
 
 
+def sample_dataset_dir() -> Path:
+    """The first-run tour's dataset (Tiny Shapes stars, `sample_data.write_concept_dataset`)."""
+    return resources_dir() / "sample_dataset"
+
+
+def sample_reg_dir() -> Path:
+    """The sample's regularization pictures (`sample_data.write_regularization_set`)."""
+    return resources_dir() / "sample_dataset_reg"
+
+
 def user_data_dir() -> Path:
     """The per-user data folder (`LORA_STUDIO_HOME` overrides it; tests set it)."""
     override = os.environ.get("LORA_STUDIO_HOME")

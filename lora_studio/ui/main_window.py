@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
 
 from lora_studio.core import events as ev
 from lora_studio.core.models.tiny_shapes.sample_data import SAMPLE_COUNT
-from lora_studio.core.paths import user_data_dir
+from lora_studio.core.paths import sample_dataset_dir, user_data_dir
 from lora_studio.ui.base_model import BaseModelChoice
 from lora_studio.ui.lora_library import LoraLibrary
 from lora_studio.ui.session_model import SessionModel
@@ -242,10 +242,8 @@ def first_dataset_folder(last_folder: object):
     dataset, so a new user can press Start on the Train tab right away."""
     from pathlib import Path
 
-    from lora_studio.core.paths import resources_dir
-
     if last_folder:
         folder = Path(str(last_folder))
         return folder if folder.is_dir() else None
-    sample = resources_dir() / "sample_dataset"
+    sample = sample_dataset_dir()
     return sample if sample.is_dir() else None

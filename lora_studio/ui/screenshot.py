@@ -101,14 +101,14 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
 
-    from lora_studio.core.paths import resources_dir
+    from lora_studio.core.paths import sample_dataset_dir
     from lora_studio.ui.app import create_application
     from lora_studio.ui.main_window import MainWindow
 
     app = create_application([sys.argv[0]])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = Path(dataset_dir) if dataset_dir else resources_dir() / "sample_dataset"
+    dataset = Path(dataset_dir) if dataset_dir else sample_dataset_dir()
     with tempfile.TemporaryDirectory() as tmp:
         # a throw-away user data folder too: the Mix library shows only what is made here
         home_before = os.environ.get("LORA_STUDIO_HOME")

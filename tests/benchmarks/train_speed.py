@@ -33,13 +33,13 @@ WARMUP = 3
 def ours(cache: bool, steps: int, resolution: int, batch: int, out: Path) -> list[float]:
     from lora_studio.core import events as ev
     from lora_studio.core.jobs import JobControl
-    from lora_studio.core.paths import resources_dir
+    from lora_studio.core.paths import sample_dataset_dir
     from lora_studio.core.train.config import config_from_dict
     from lora_studio.core.train.trainer import run_training_job
 
     cfg = config_from_dict({
         "model": {"base": "tiny"},
-        "dataset": {"path": str(resources_dir() / "sample_dataset"), "resolution": resolution},
+        "dataset": {"path": str(sample_dataset_dir()), "resolution": resolution},
         "lora": {"rank": 8, "alpha": 8.0, "targets": "attention"},
         "train": {"steps": steps, "batch_size": batch, "cache_latents": cache,
                   "learning_rate": 1e-4, "max_grad_norm": 1.0},
@@ -69,7 +69,7 @@ def plain_loop(steps: int, resolution: int, batch: int) -> list[float]:
     from lora_studio.core.dataset.checks import check_dataset
     from lora_studio.core.dataset.transforms import image_to_tensor, load_image_rgb, prepare_image
     from lora_studio.core.models.loading import load_pipeline
-    from lora_studio.core.paths import resources_dir
+    from lora_studio.core.paths import sample_dataset_dir
 
     torch.manual_seed(0)
     pipe = load_pipeline(None)
@@ -81,7 +81,7 @@ def plain_loop(steps: int, resolution: int, batch: int) -> list[float]:
                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    items = check_dataset(resources_dir() / "sample_dataset").items
+    items = check_dataset(sample_dataset_dir()).items
     rng = random.Random(0)
     times = []
     unet.train()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lora_studio.core.errors import ConfigError
-from lora_studio.core.paths import resources_dir
+from lora_studio.core.paths import resources_dir, sample_dataset_dir
 from lora_studio.core.train.config import (
     TrainConfig,
     apply_overrides,
@@ -136,7 +136,7 @@ def test_quickstart_preset_loads_trains_on_the_sample_data_and_writes_under_cwd(
                                                                               monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(resources_dir() / "presets" / "quickstart.toml")
-    assert Path(cfg.dataset.path) == (resources_dir() / "sample_dataset").resolve()
+    assert Path(cfg.dataset.path) == (sample_dataset_dir()).resolve()
     assert Path(cfg.output.path) == tmp_path / "output" / "quickstart"
     assert cfg.model.base in ("", "tiny") and cfg.sample.every > 0 and cfg.sample.prompts
     assert "zqstar" in cfg.trigger_phrase()

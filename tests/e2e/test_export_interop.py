@@ -18,7 +18,7 @@ from lora_studio.core import events as ev
 from lora_studio.core.jobs import JobControl
 from lora_studio.core.train.config import config_from_dict
 from lora_studio.core.train.trainer import run_training_job
-from lora_studio.core.paths import resources_dir
+from lora_studio.core.paths import sample_dataset_dir
 
 PROMPT = "zqstar, a large red star on a white background"
 
@@ -59,7 +59,7 @@ json.dump(images, open(out, "w"))
 
 def test_kohya_export_in_plain_diffusers_matches_the_adapter_trained_in_memory(
         tiny_model_dir, tmp_path):
-    data = resources_dir() / "sample_dataset"
+    data = sample_dataset_dir()
     cfg = config_from_dict({
         "model": {"base": str(tiny_model_dir)},
         "dataset": {"path": str(data), "resolution": 32, "default_caption": "zqstar"},

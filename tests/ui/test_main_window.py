@@ -150,11 +150,11 @@ def test_device_label_is_filled_in_the_background(make_window, qtbot):
 
 def test_first_run_opens_the_sample_dataset(make_window, wait_for_dataset):
     """No folder remembered yet: the shipped sample is open, so Start trains right away."""
-    from lora_studio.core.paths import resources_dir
+    from lora_studio.core.paths import sample_dataset_dir
 
     window = make_window(restore_dataset=True)
     wait_for_dataset(window, rows=SAMPLE_COUNT)
-    assert window.dataset_tab.folder == resources_dir() / "sample_dataset"
+    assert window.dataset_tab.folder == sample_dataset_dir()
     assert "zqstar" in window.dataset_tab.model.entry(0).caption
 
 

@@ -257,11 +257,11 @@ def test_before_a_run_the_progress_bar_counts_the_forms_steps(qtbot, settings):
 
 def test_the_shipped_sample_trains_beside_its_reg_pictures_and_no_other_dataset_does(
         qtbot, settings, dataset_dir, tmp_path):
-    from lora_studio.core.paths import resources_dir
+    from lora_studio.core.paths import sample_dataset_dir, sample_reg_dir
 
     tab = make_tab(qtbot, settings)
     form = tab.form
-    sample, shipped_reg = resources_dir() / "sample_dataset", resources_dir() / "sample_dataset_reg"
+    sample, shipped_reg = sample_dataset_dir(), sample_reg_dir()
     assert form.reg_edit.text() == ""  # no dataset yet: nothing of the sample's
     form.set_dataset(sample, "zqstar")
     cfg = tab.build_config()

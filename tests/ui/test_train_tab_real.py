@@ -12,13 +12,13 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from lora_studio.core import events as ev
-from lora_studio.core.paths import resources_dir
+from lora_studio.core.paths import sample_dataset_dir
 from lora_studio.ui.tabs.train_tab import TrainTab
 from lora_studio.ui.widgets.error_dialog import ErrorDialog
 from lora_studio.ui.workers import JobRunner
 
 RUN_TIMEOUT_MS = 90_000
-SAMPLE_DATASET = resources_dir() / "sample_dataset"
+SAMPLE_DATASET = sample_dataset_dir()
 
 
 @pytest.fixture

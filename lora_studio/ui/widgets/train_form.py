@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 
 from lora_studio.ui.base_model import TINY_MODEL_LABEL
 from lora_studio.core.errors import ConfigError
-from lora_studio.core.paths import path_key, resources_dir, user_data_dir
+from lora_studio.core.paths import path_key, resources_dir, sample_dataset_dir, user_data_dir
 from lora_studio.core.train.config import (
     LR_SCHEDULERS,
     MIXED_PRECISIONS,
@@ -109,7 +109,7 @@ def default_config(preset: TrainConfig | None = None) -> TrainConfig:
 
 
 def is_shipped_sample(path: str | Path | None) -> bool:
-    return _same_folder(str(path or ""), str(resources_dir() / "sample_dataset"))
+    return _same_folder(str(path or ""), str(sample_dataset_dir()))
 
 
 def _same_folder(a: str, b: str) -> bool:
