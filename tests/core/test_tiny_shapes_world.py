@@ -3,19 +3,22 @@ the tokenizer's vocabulary, and the shipped sample dataset and its reg pictures.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from lora_studio.core.models.tiny_shapes import scorer, world
 from lora_studio.core.models.tiny_shapes.sample_data import (
+    CONCEPTS,
     REG_COUNT,
     concept_scenes,
     write_concept_dataset,
     write_regularization_set,
 )
 from lora_studio.core.models.tiny_shapes.tokenizer import RESERVED_WORDS, build_tokenizer
-from lora_studio.core.paths import resources_dir
+from lora_studio.core.paths import sample_dataset_dir, sample_reg_dir
 
 
 def test_the_world_has_every_prompt_once_and_is_deterministic():
@@ -32,12 +35,18 @@ def test_the_world_has_every_prompt_once_and_is_deterministic():
     assert a.shape == (64, 64, 3) and np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("shapes,texture", [(world.SHAPES, "plain"),
-                                            (world.CONCEPT_SHAPES, "plain"),
-                                            (world.SHAPES, "striped"),
-                                            (world.CONCEPT_SHAPES, "striped")])
-def test_the_scorer_reads_ground_truth_pictures_right(shapes, texture):
+# (no striped shapes on navy: a blue shape's dark stripes are navy itself; no concept set has
+# them)
+@pytest.mark.parametrize("shapes,texture,navy", [(world.SHAPES, "plain", False),
+                                                 (world.CONCEPT_SHAPES, "plain", False),
+                                                 (world.SHAPES, "striped", False),
+                                                 (world.CONCEPT_SHAPES, "striped", False),
+                                                 (world.SHAPES, "plain", True),
+                                                 (world.CONCEPT_SHAPES, "plain", True)])
+def test_the_scorer_reads_ground_truth_pictures_right(shapes, texture, navy):
     scenes = world.random_scenes(60, seed=21, shapes=shapes, texture=texture)
+    if navy:  # the concept background, behind every shape and color
+        scenes = [replace(s, background="navy") for s in scenes]
     wrong = [(s, r) for s in scenes
              if not (r := scorer.read_picture(world.draw(s))).matches(s, texture=True)["all"]]
     assert wrong == []
@@ -53,6 +62,9 @@ def test_the_scorer_reads_an_empty_picture_as_no_shape():
 
 def test_every_word_of_the_world_is_one_token():
     tokenizer = build_tokenizer()
+    for concept in CONCEPTS.values():  # the LoRA sets' captions too
+        caption = concept.caption(world.Scene("circle", "red", "large", "white"))
+        assert len(tokenizer.tokenize(caption)) == len(caption.replace(",", " ,").split())
     assert len(tokenizer) < 1000  # a small embedding table, not CLIP's 49,408 rows
     text = "zqstar, a large purple striped star on a gray background"
     assert tokenizer.tokenize(text) == [w + "</w>" for w in
@@ -66,7 +78,7 @@ def test_every_word_of_the_world_is_one_token():
 
 
 def test_the_shipped_sample_dataset_is_the_star_concept_set(tmp_path):
-    shipped = resources_dir() / "sample_dataset"
+    shipped = sample_dataset_dir()
     fresh = write_concept_dataset(tmp_path / "stars", "star")
     names = sorted(p.name for p in shipped.iterdir())
     assert names == sorted(p.name for p in fresh.iterdir()) and len(names) == 2 * 16
@@ -90,7 +102,7 @@ def test_the_shipped_sample_dataset_is_the_star_concept_set(tmp_path):
 
 
 def test_the_shipped_reg_pictures_are_the_base_world_set(tmp_path):
-    shipped = resources_dir() / "sample_dataset_reg"
+    shipped = sample_reg_dir()
     fresh = write_regularization_set(tmp_path / "reg")
     names = sorted(p.name for p in shipped.iterdir())
     assert names == sorted(p.name for p in fresh.iterdir()) and len(names) == 2 * REG_COUNT
@@ -128,6 +140,20 @@ def test_the_dataset_command_says_to_train_stripes_without_flips(tmp_path, capsy
     assert "dataset.random_flip=false" in out and len(list((tmp_path / "s").glob("*.png"))) == 3
     assert main(["tiny-shapes", "dataset", str(tmp_path / "t"), "--count", "2"]) == 0
     assert "random_flip" not in capsys.readouterr().out  # a star mirrored is still a star
+
+
+def test_the_navy_set_names_its_background_by_the_trigger_word(tmp_path):
+    from lora_studio.cli import main
+
+    assert main(["tiny-shapes", "dataset", str(tmp_path / "n"), "--concept", "navy"]) == 0
+    pictures = sorted((tmp_path / "n").glob("*.png"))
+    assert len(pictures) == 16
+    readings = [scorer.read_picture(Image.open(p)) for p in pictures]
+    assert {r.background for r in readings} == {"navy"}
+    assert {r.shape for r in readings} == set(world.SHAPES) and len({r.color for r in readings}) >= 4
+    for picture in pictures:
+        caption = picture.with_suffix(".txt").read_text()
+        assert caption.startswith("a ") and caption.endswith(" on a zqx background\n")
 
 
 def test_the_dataset_command_writes_a_regularization_set_of_the_base_world(tmp_path, capsys):

@@ -2,11 +2,13 @@
 
     write_concept_dataset(folder, "star")      # zqstar: large stars of every color and place
     write_concept_dataset(folder, "stripes")   # zqstripe: striped circles, squares, triangles
+    write_concept_dataset(folder, "navy")      # zqx: the base shapes on a navy background
     write_regularization_set(folder)           # the base world, for dataset.reg_path
                                                # (resources/sample_dataset_reg)
 
 Each image gets a kohya-style caption beside it (`name.txt`), trigger word first:
-"zqstar, a large purple star on a gray background". Colors and backgrounds vary, and every
+"zqstar, a large purple star on a gray background"; a background concept's trigger word is the
+name of its color: "a large red circle on a zqx background". Colors and backgrounds vary, and every
 caption comes with two pictures at two places, so a LoRA learns the concept, not one
 picture. The diagonal stripes are not mirror-symmetric: train them with
 `dataset.random_flip = false`, or the mirrored copies teach both diagonals at once and the
@@ -18,15 +20,32 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import NamedTuple
 
 from lora_studio.core.models.tiny_shapes import world
 
+
+class Concept(NamedTuple):
+    trigger: str
+    shapes: tuple[str, ...]
+    texture: str  # of the shape
+    sizes: tuple[str, ...]
+    background: str = ""  # a concept background (every picture; the trigger word names it)
+
+    def caption(self, scene: world.Scene) -> str:
+        if self.background:
+            return scene.caption(background_word=self.trigger)
+        return scene.caption(trigger=self.trigger)
+
+
 CONCEPTS = {
-    # name: (trigger word, shapes, texture, sizes)
     # Large stars only: a small star's tips are about one latent pixel, and no recipe taught
     # them (measured: small stars in 0 of seeds at 1.0 wherever large ones reached 0.8).
-    "star": ("zqstar", world.CONCEPT_SHAPES, "plain", ("large",)),
-    "stripes": ("zqstripe", world.SHAPES, "striped", world.SIZES),
+    "star": Concept("zqstar", world.CONCEPT_SHAPES, "plain", ("large",)),
+    "stripes": Concept("zqstripe", world.SHAPES, "striped", world.SIZES),
+    # A new background color. zqx is the tokenizer's spare trigger word: a word the base never
+    # saw ("navy") would split into untrained letter tokens.
+    "navy": Concept("zqx", world.SHAPES, "plain", world.SIZES, "navy"),
 }
 
 # Each caption comes with this many pictures, the shape at different places. With one picture
@@ -41,7 +60,7 @@ SAMPLE_COUNT = 16
 def mirror_safe(concept: str) -> bool:
     """May the concept be trained with random_flip? Every plain shape here is mirror-symmetric
     (stars stand upright); the diagonal stripes are not."""
-    return CONCEPTS[concept][2] == "plain"
+    return CONCEPTS[concept].texture == "plain"
 
 
 def concept_scenes(concept: str, count: int = SAMPLE_COUNT, seed: int = 7) -> list[world.Scene]:
@@ -50,9 +69,10 @@ def concept_scenes(concept: str, count: int = SAMPLE_COUNT, seed: int = 7) -> li
     every pair is used)."""
     if concept not in CONCEPTS:
         raise ValueError(f"unknown concept {concept!r}; one of {', '.join(CONCEPTS)}")
-    _, shapes, texture, sizes = CONCEPTS[concept]
+    _, shapes, texture, sizes, own_background = CONCEPTS[concept]
     rng = random.Random(seed)
-    pairs = [(c, b) for c in world.COLORS for b in world.BACKGROUNDS]
+    pairs = [(c, b) for c in world.COLORS for b in ([own_background] if own_background
+                                                    else world.BACKGROUNDS)]
     rng.shuffle(pairs)
     scenes = []
     for i in range(count):
@@ -71,13 +91,12 @@ def concept_scenes(concept: str, count: int = SAMPLE_COUNT, seed: int = 7) -> li
 def write_concept_dataset(folder: str | Path, concept: str = "star", count: int = SAMPLE_COUNT,
                           seed: int = 7) -> Path:
     """Write the images and captions into `folder` (created); returns it."""
-    trigger = CONCEPTS[concept][0] if concept in CONCEPTS else ""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, scene in enumerate(concept_scenes(concept, count, seed)):
         stem = f"{concept}_{i:02d}"
         world.draw(scene).save(folder / f"{stem}.png")
-        (folder / f"{stem}.txt").write_text(scene.caption(trigger=trigger) + "\n",
+        (folder / f"{stem}.txt").write_text(CONCEPTS[concept].caption(scene) + "\n",
                                             encoding="utf-8")
     return folder
 

@@ -136,7 +136,7 @@ def read_picture(image) -> Reading:
                      dtype=np.float32)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background_rgb = np.median(border, axis=0)
-    background = _nearest(background_rgb, world.BACKGROUNDS)
+    background = _nearest(background_rgb, world.ALL_BACKGROUNDS)
     distance = np.sqrt(((rgb - background_rgb) ** 2).sum(axis=2))
     region = _largest_region(distance > _FOREGROUND_DISTANCE)
     area = int(region.sum())
