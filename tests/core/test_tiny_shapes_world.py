@@ -52,6 +52,17 @@ def test_the_scorer_reads_ground_truth_pictures_right(shapes, texture, navy):
     assert wrong == []
 
 
+def test_a_background_near_none_of_the_world_reads_as_other():
+    # the dark teal a navy LoRA drew behind green stars: nearest to navy, and still not navy
+    scene = world.Scene("star", "green", "large", "navy")
+    teal = np.asarray(world.draw(scene)).copy()
+    teal[np.all(teal == world.ALL_BACKGROUNDS["navy"], axis=2)] = (38, 77, 80)
+    assert scorer.read_picture(world.draw(scene)).background == "navy"
+    assert scorer.read_picture(Image.fromarray(teal)).background == "other"
+    near = np.clip(np.asarray(world.draw(scene)).astype(int) + 20, 0, 255).astype(np.uint8)
+    assert scorer.read_picture(Image.fromarray(near)).background == "navy"
+
+
 def test_the_scorer_reads_an_empty_picture_as_no_shape():
     blank = Image.new("RGB", (64, 64), world.BACKGROUNDS["gray"])
     reading = scorer.read_picture(blank)
