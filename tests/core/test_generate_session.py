@@ -250,6 +250,33 @@ def test_lora_listing_and_png_info(lora_session, lora_files, tmp_path):
     assert params["model"] == session.model_name and len(params["model_hash"]) == 10
 
 
+def test_a_lora_started_late_is_off_for_its_first_steps(lora_session, lora_files, tmp_path):
+    session, (style, ink) = lora_session, lora_files
+    session.add_lora(style, weight=1.0)
+    session.add_lora(ink, weight=1.0, name="ink")
+    session.set_enabled("ink", False)
+    switched = []  # the adapters on, each time the session sets them
+    apply = session._scales.apply
+    session._scales.apply = lambda active: (switched.append([a[0] for a in active]),
+                                            apply(active))[1]
+    try:
+        full = pixels(render(session))
+        session.set_start("style", 0.5)  # on from step 2 of STEPS (4)
+        (late,) = render(session, out_dir=tmp_path)
+    finally:
+        session._scales.apply = apply
+    # per render: the first step's set, then (late only) the switch before step 2, then the
+    # session's own set restored
+    assert switched == [["style"], ["style"], [], ["style"], ["style"]]
+    session.set_enabled("style", False)
+    base = pixels(render(session))
+    # on for the last two steps only: the image moves off the base, far from the full LoRA's
+    assert 0 < np.abs(pixels([late]) - base).mean() < np.abs(pixels([late]) - full).mean()
+    assert parse_parameters(read_png_parameters(late.path))["extra"]["Lora starts"] == "style: 0.5"
+    with pytest.raises(ConfigError):
+        session.set_start("style", 1.0)
+
+
 def test_kohya_lora_with_text_encoder_follows_the_slider_in_both_parts(lora_session,
                                                                       tiny_model_dir, tmp_path):
     """A kohya-layout file (what A1111 users have) training UNet + text encoder, alpha != rank:

@@ -174,10 +174,12 @@ def format_parameters(
     model_hash: str | None,
     loras: Sequence[tuple[Any, ...]] = (),
     version: str | None = None,
+    lora_starts: Sequence[tuple[str, float]] = (),
 ) -> str:
     """The A1111 `parameters` text. `loras` holds `(name, weight, short_hash[, lbw])` for each
     LoRA used; their `<lora:name:weight[:lbw=...]>` tags are appended to the prompt when it
-    does not name them."""
+    does not name them. `lora_starts`: (name, share of the steps) of LoRAs that came in late,
+    as a `Lora starts` field (A1111 keeps fields it does not know as they are)."""
     named = {tag.name.lower() for tag in parse_prompt_loras(prompt)[1]}
     missing = [lora_tag(name, w, *rest[1:2]) for name, w, *rest in loras
                if name.lower() not in named]
@@ -196,6 +198,8 @@ def format_parameters(
     ]
     hashes = [f"{name}: {h}" for name, _, h, *_ in loras if h]
     fields.append(("Lora hashes", ", ".join(hashes) if hashes else None))
+    starts = [f"{name}: {format_number(start)}" for name, start in lora_starts if start]
+    fields.append(("Lora starts", ", ".join(starts) if starts else None))
     fields.append(("Version", version))
     line3 = ", ".join(f"{k}: {_quote(v)}" for k, v in fields if v is not None)
     text = line1

@@ -93,6 +93,9 @@ class SessionLora:
     report: Any  # lora.apply.LoadReport
     alias: str | None = None  # ss_output_name from the file's metadata
     block_weights: BlockWeights | None = None  # None: every block at `weight`
+    # share of the denoising steps before it comes in (0: from the first step). A texture or
+    # style LoRA started late leaves the layout to the base and the other LoRAs.
+    start: float = 0.0
 
     @property
     def prompt_name(self) -> str:
@@ -110,6 +113,14 @@ class _ActiveLora:
     @property
     def adapter(self) -> ActiveAdapter:
         return self.lora.name, self.weight, self.block_weights
+
+    def first_step(self, steps: int) -> int:
+        return round(self.lora.start * steps)
+
+
+def adapters_at(active: list[_ActiveLora], step: int, steps: int) -> list[ActiveAdapter]:
+    """The adapters on during denoising step `step` (0-based) of `steps`."""
+    return [a.adapter for a in active if a.first_step(steps) <= step]
 
 
 @dataclass
@@ -253,6 +264,13 @@ class GenerationSession:
         self._get(name).block_weights = normalized(block_weights)
         self._apply_if_idle()
 
+    def set_start(self, name: str, start: float) -> None:
+        """The share of the steps before the LoRA comes in: 0 (first step) up to below 1."""
+        if not 0.0 <= float(start) < 1.0:
+            raise ConfigError("start", f"{start} is not a share of the steps.",
+                              "Use 0 (from the first step) up to 0.95.")
+        self._get(name).start = float(start)
+
     def _get(self, name: str) -> SessionLora:
         if name not in self._loras:
             known = ", ".join(self._loras) or "none"
@@ -296,7 +314,6 @@ class GenerationSession:
             for note in render.notes:
                 emit(note)
             try:
-                self._apply_adapters([a.adapter for a in render.active])
                 results = self._render_all(pipe, render, emit, control)
             finally:
                 self._apply_adapters()
@@ -364,7 +381,10 @@ class GenerationSession:
             if control is not None and control.cancelled:
                 break
             seed = render.seed + index
-            step_end = step_callback(emit, control, index, arch)
+            steps = request.steps
+            self._apply_adapters(adapters_at(render.active, 0, steps))
+            step_end = self._switching_adapters(render.active, steps,
+                                                step_callback(emit, control, index, arch))
             output = pipe(
                 prompt=render.clean_prompt,
                 negative_prompt=request.negative or None,
@@ -382,6 +402,20 @@ class GenerationSession:
             results.append(self._finish_image(output.images[0], render, seed, index, emit))
         return results
 
+    def _switching_adapters(self, active: list[_ActiveLora], steps: int, step_end):
+        """`step_end`, then the LoRAs due at the next step switched on (lock held)."""
+        starts = {a.first_step(steps) for a in active} - {0}
+        if not starts:
+            return step_end
+
+        def on_step_end(pipe, step: int, timestep, kwargs: dict) -> dict:
+            kwargs = step_end(pipe, step, timestep, kwargs)
+            if step + 1 in starts:
+                self._apply_adapters(adapters_at(active, step + 1, steps))
+            return kwargs
+
+        return on_step_end
+
     def _finish_image(self, image, render: _Render, seed: int, index: int,
                       emit: events.Emit) -> GeneratedImage:
         request = render.request
@@ -394,6 +428,7 @@ class GenerationSession:
                     a.block_weights.notation() if a.block_weights else None)
                    for a in render.active],
             version=self._version,
+            lora_starts=[(a.tag_name, a.lora.start) for a in render.active],
         )
         path = None
         if request.out_dir is not None:
