@@ -53,40 +53,45 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-# The star LoRA of the quickstart (tests/e2e/test_tiny_shapes_lora.py) trains for about 3.5
-# minutes on one core. It starts as soon as a selected test needs it, so it trains beside the
-# tests that run before it instead of in front of its own.
-_STAR_TRAINING: dict = {}
+# The concept LoRAs of tests/e2e/test_tiny_shapes_lora.py train for about 4 minutes each on
+# one core. Each starts as soon as a selected test needs it, so they train beside the tests
+# that run before them instead of in front of their own.
+_TRAINING: dict = {}  # fixture name -> (process, output folder)
 
 
-def _start_star_training() -> tuple:
+def _start_training(fixture: str) -> tuple:
     import tempfile
 
-    from tiny_shapes_loras import start_training
+    from lora_studio.core.models.tiny_shapes import sample_data
+    from tiny_shapes_loras import start_training, stripes_settings
 
-    out = Path(tempfile.mkdtemp(prefix="lora_studio_star_")) / "star"
-    _STAR_TRAINING["run"] = (start_training(out), out)
-    return _STAR_TRAINING["run"]
+    out = Path(tempfile.mkdtemp(prefix=f"lora_studio_{fixture}_")) / "lora"
+    if fixture == "star_lora":  # the quickstart as it ships
+        _TRAINING[fixture] = (start_training(out), out)
+    else:
+        data = sample_data.write_concept_dataset(out.parent / "data", "stripes")
+        _TRAINING[fixture] = (start_training(out, *stripes_settings(data)), out)
+    return _TRAINING[fixture]
 
 
 def pytest_collection_finish(session):
-    """After selection (-k, -m): start the training if a test that will run needs it."""
+    """After selection (-k, -m): start the trainings that a test that will run needs."""
     if session.config.option.collectonly:
         return
-    if any("star_lora" in getattr(item, "fixturenames", ()) for item in session.items):
-        _start_star_training()
+    for fixture in ("star_lora", "stripes_lora"):
+        if any(fixture in getattr(item, "fixturenames", ()) for item in session.items):
+            _start_training(fixture)
 
 
 def pytest_sessionfinish(session, exitstatus):
     import shutil
 
-    run = _STAR_TRAINING.pop("run", None)
-    if run is not None:
-        proc, out = run
+    for proc, out in _TRAINING.values():
         if proc.poll() is None:  # the session stopped before a test waited for it
             proc.kill()
             proc.wait()
         shutil.rmtree(out.parent, ignore_errors=True)
+    _TRAINING.clear()
 
 
 @pytest.fixture(scope="session")
@@ -94,5 +99,14 @@ def star_lora() -> str:
     """The quickstart's star LoRA file, trained by `lora-studio train` on the shipped sample."""
     from tiny_shapes_loras import finish_training
 
-    proc, out = _STAR_TRAINING.get("run") or _start_star_training()
+    proc, out = _TRAINING.get("star_lora") or _start_training("star_lora")
     return finish_training(proc, out, "zqstar")
+
+
+@pytest.fixture(scope="session")
+def stripes_lora() -> str:
+    """A stripes LoRA (`tiny_shapes_loras.stripes_settings`), trained by `lora-studio train`."""
+    from tiny_shapes_loras import finish_training
+
+    proc, out = _TRAINING.get("stripes_lora") or _start_training("stripes_lora")
+    return finish_training(proc, out, "zqstripe")

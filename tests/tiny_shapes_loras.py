@@ -69,6 +69,19 @@ def studio_session():
     return session
 
 
+def studio_render(session, prompts, seeds) -> list:
+    """`quality.render`'s pictures (prompt-major, 20 Euler steps, guidance 5), rendered by the
+    session's own `generate` (what the Generate tab runs: LoRA starts included)."""
+    from lora_studio.core.generate.session import GenerationRequest
+    from lora_studio.core.models.tiny_shapes import quality
+
+    seeds = list(seeds)
+    assert seeds == list(range(seeds[0], seeds[0] + len(seeds)))  # image i uses seed + i
+    return [result.image for prompt in prompts for result in session.generate(
+        GenerationRequest(prompt, steps=quality.STEPS, cfg=quality.GUIDANCE, seed=seeds[0],
+                          count=len(seeds), sampler="Euler"))]
+
+
 def use_only(session, weights: dict[str, float]) -> None:
     """The session's stack: the named LoRAs at these strengths, every other one off."""
     for lora in session.loras:

@@ -9,6 +9,7 @@ block_weights)`, one per file (a file is in the stack at most once; its `path` i
     model.add_lora(path, weight=1.0, enabled=True, name=None) -> LoraEntry   (name: file stem)
     model.remove_lora(path)        model.set_weight(path, w)        model.set_enabled(path, on)
     model.set_block_weights(path, BlockWeights | None)      (None, or all ones: every block at w)
+    model.set_start(path, share)   (the share of the steps before the LoRA comes in; 0: first)
     model.set_stack([LoraEntry, ...])        model.clear_stack()        model.stack -> tuple
     model.entry(path) -> LoraEntry | None
 
@@ -84,6 +85,7 @@ class LoraEntry:
     weight: float = 1.0
     enabled: bool = True
     block_weights: BlockWeights | None = None
+    start: float = 0.0  # share of the denoising steps before it comes in
 
 
 class SessionModel(QObject):
@@ -193,6 +195,9 @@ class SessionModel(QObject):
     def set_block_weights(self, path: str | Path, weights: BlockWeights | None) -> None:
         self._replace(path, block_weights=normalized(weights))
 
+    def set_start(self, path: str | Path, start: float) -> None:
+        self._replace(path, start=float(start))
+
     def set_stack(self, entries: Iterable[LoraEntry]) -> None:
         """Replace the whole stack (order kept; a file listed twice keeps its first entry)."""
         seen: set[str] = set()
@@ -287,6 +292,8 @@ class SessionModel(QObject):
                 session.set_enabled(name, entry.enabled)
             if entry.block_weights != old.block_weights:
                 session.set_block_weights(name, entry.block_weights)
+            if entry.start != old.start:
+                session.set_start(name, entry.start)
         except StudioError:  # removed from the session meanwhile: the next render reloads it
             pass
 
@@ -350,6 +357,8 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
             adapters[key] = name
             if not entry.enabled:
                 session.set_enabled(name, False)
+            if entry.start:
+                session.set_start(name, entry.start)
             continue
         adapters[key] = lora.name
         if lora.weight != entry.weight:
@@ -358,6 +367,8 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
             session.set_enabled(lora.name, entry.enabled)
         if lora.block_weights != entry.block_weights:
             session.set_block_weights(lora.name, entry.block_weights)
+        if lora.start != entry.start:
+            session.set_start(lora.name, entry.start)
     return adapters, problems
 
 

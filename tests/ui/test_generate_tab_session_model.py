@@ -22,6 +22,7 @@ class FakeLora:
     weight: float
     enabled: bool
     block_weights: BlockWeights | None = None
+    start: float = 0.0
 
 
 class RecordingSession:
@@ -54,6 +55,10 @@ class RecordingSession:
     def set_block_weights(self, name, block_weights):
         self.calls.append(("blocks", name, block_weights))
         self._loras[name].block_weights = block_weights
+
+    def set_start(self, name, start):
+        self.calls.append(("start", name, start))
+        self._loras[name].start = start
 
 
 @pytest.fixture
@@ -102,6 +107,15 @@ def test_applying_the_stack_changes_only_what_differs(tmp_path):
     apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs), LoraEntry(c, "c", 1.0),
                           LoraEntry(b, "b", 1.0, block_weights=ins)])
     assert session.calls == []
+    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs),
+                          LoraEntry(c, "c", 1.0, start=0.5), LoraEntry(b, "b", 1.0,
+                                                                       block_weights=ins)])
+    assert session.calls == [("start", "c", 0.5)]
+    session.calls.clear()
+    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs)])
+    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs),
+                          LoraEntry(c, "c", 1.0, start=0.4)])  # added with its start
+    assert session.calls[-2:] == [("add", "c", 1.0), ("start", "c", 0.4)]
 
 
 def test_a_change_reaches_the_live_session_alone(model, tmp_path):

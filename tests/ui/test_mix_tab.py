@@ -358,12 +358,38 @@ def test_block_weights_are_remembered_with_the_stack(make_window, window, qtbot,
     row.set_blocks_open(True)
     choose_preset(row.blocks_editor, "NO_TE")
     saved = json.loads(settings.value("mix/stack"))
-    assert saved[0][3:] == [] and saved[1][3] == "0,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"
+    assert saved[0][3:] == [None] and saved[1][3] == "0,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"
     window.close()
     again = make_window(settings=type(settings)(settings.fileName(), settings.format()))
     assert [e.block_weights for e in again.session_model.stack] == [
         None, BlockWeights.parse("NO_TE")]
     assert again.mix_tab.rows()[1].blocks_button.text() == "Blocks: NO_TE ▸"
+
+
+def test_a_late_start_reaches_the_session_and_the_preview_and_is_remembered(
+        make_window, window, qtbot, lora_dir, settings):
+    tab = stack_two(window, qtbot, lora_dir)
+    images = capture_preview(tab)
+    tab.preview_check.setChecked(True)
+    wait_preview(qtbot, tab, 0)
+    first = pixels(images[-1])
+    session = window.session_model.session
+    row = tab.rows()[1]
+    assert row.start_spin.value() == 0 and row.start_spin.text() == "Starts at 0 % of steps"
+
+    row.start_spin.setValue(50)
+    assert window.session_model.entry(row.path).start == 0.5
+    assert [lo.start for lo in session.loras] == [0.0, 0.5]  # reached the session at once
+    shown = tab.preview.renders_shown
+    wait_preview(qtbot, tab, shown)  # re-rendered: inkwash off for the first half
+    assert np.abs(pixels(images[-1]) - first).mean() > 0.1
+
+    saved = json.loads(settings.value("mix/stack"))
+    assert saved[0][4:] == [] and saved[1][4] == 0.5
+    window.close()
+    again = make_window(settings=type(settings)(settings.fileName(), settings.format()))
+    assert [e.start for e in again.session_model.stack] == [0.0, 0.5]
+    assert again.mix_tab.rows()[1].start_spin.value() == 50
 
 
 # ----------------------------------------------------------------------------- exports
@@ -427,7 +453,7 @@ def test_the_stack_and_preview_settings_come_back(make_window, window, qtbot, lo
     tab.preview_prompt.setText("zqstar, red")
     tab.preview_prompt.editingFinished.emit()
     saved = json.loads(settings.value("mix/stack"))
-    assert [Path(p).name for p, _, _ in saved] == ["zqstar.safetensors", "inkwash.safetensors"]
+    assert [Path(p).name for p, *_ in saved] == ["zqstar.safetensors", "inkwash.safetensors"]
     window.close()  # saves the settings, as quitting does
     again = make_window(settings=type(settings)(settings.fileName(), settings.format()))
     assert [(e.name, e.weight, e.enabled) for e in again.session_model.stack] == [

@@ -3,17 +3,17 @@
 Left: the library (`LoraLibrary`: files trained here, files and folders added or dropped, each
 with its architecture, rank, alpha and trigger words; files that cannot be used say why).
 Middle: the stack, one `LoraStackRow` per LoRA (on/off, strength -2..2 in 0.05 steps, remove,
-and per-block strengths under "Blocks ▸"), bound to the window's `SessionModel` — the Generate
-tab renders with the same stack — plus "Copy prompt tags" (`<lora:name:weight>` for A1111 /
-ComfyUI, with `:lbw=...` when a LoRA has block weights) and "Save merged LoRA" (the exact merge
-of `core.lora.merge`, at the plain strengths: block weights are not baked in, the status line
-says so). Right, two tabs: the live preview (`LivePreview`: debounced, stale renders dropped)
-of a fixed seed, and the Grid (`StrengthGridPanel`): one or two stacked LoRAs over lists of
-strengths, or every step a training run saved (`show_run_grid(folder)`), cells shown as they
-finish, one labelled PNG.
+per-block strengths under "Blocks ▸", and the share of the steps it starts at), bound to the
+window's `SessionModel` — the Generate tab renders with the same stack — plus "Copy prompt
+tags" (`<lora:name:weight>` for A1111 / ComfyUI, with `:lbw=...` when a LoRA has block
+weights) and "Save merged LoRA" (the exact merge of `core.lora.merge`, at the plain strengths:
+block weights are not baked in, the status line says so). Right, two tabs: the live preview
+(`LivePreview`: debounced, stale renders dropped) of a fixed seed, and the Grid
+(`StrengthGridPanel`): one or two stacked LoRAs over lists of strengths, or every step a
+training run saved (`show_run_grid(folder)`), cells shown as they finish, one labelled PNG.
 
-The stack is remembered in QSettings as `[path, weight, enabled]`, plus the block weights'
-17 numbers as a fourth item when a LoRA has them.
+The stack is remembered in QSettings as `[path, weight, enabled, block weights' 17 numbers or
+null]`, plus the start as a fifth item when it is not 0.
 
 Exports and merges run in a background thread (`TaskPool`) and write atomically; the result
 (or the reason it failed) shows in the status line and arrives as `exported(Path)` /
@@ -226,10 +226,11 @@ class MixTab(PathDropMixin, QWidget):
             row = self._rows.get(entry.path)
             if row is None:
                 row = LoraStackRow(entry.path, entry.name, entry.weight, entry.enabled,
-                                   block_weights=entry.block_weights)
+                                   block_weights=entry.block_weights, start=entry.start)
                 row.weight_changed.connect(self.model.set_weight)
                 row.enabled_changed.connect(self.model.set_enabled)
                 row.block_weights_changed.connect(self.model.set_block_weights)
+                row.start_changed.connect(self.model.set_start)
                 row.remove_requested.connect(self.model.remove_lora)
                 self._rows[entry.path] = row
             else:
@@ -237,6 +238,8 @@ class MixTab(PathDropMixin, QWidget):
                     row.set_values(entry.weight, entry.enabled)
                 if row.block_weights != entry.block_weights:
                     row.set_block_weights(entry.block_weights)
+                if row.start != entry.start:
+                    row.set_start(entry.start)
             item = self.library.item(entry.path)
             row.detail_label.setText(item.arch_label if item is not None else "")
             self.rows_layout.insertWidget(index, row)
@@ -325,8 +328,9 @@ class MixTab(PathDropMixin, QWidget):
     def _save_stack(self) -> None:
         if self._settings is not None:
             self._settings.setValue(KEY_STACK, json.dumps(
-                [[str(e.path), e.weight, e.enabled]
-                 + ([e.block_weights.numbers()] if e.block_weights else [])
+                [[str(e.path), e.weight, e.enabled,
+                  e.block_weights.numbers() if e.block_weights else None]
+                 + ([e.start] if e.start else [])
                  for e in self.model.stack]))
 
     def _restore(self) -> None:
@@ -406,14 +410,15 @@ class MixTab(PathDropMixin, QWidget):
         self._pool.shutdown()
 
 
-def _saved_entry(path: str, weight: float, enabled: bool, blocks: str | None = None
-                 ) -> LoraEntry:
+def _saved_entry(path: str, weight: float, enabled: bool, blocks: str | None = None,
+                 start: float = 0.0) -> LoraEntry:
     """A stack entry from its QSettings form (see the module docstring)."""
     try:
         weights = BlockWeights.parse(blocks) if blocks else None
     except StudioError:  # not ours (edited by hand): the LoRA comes back at its plain strength
         weights = None
-    return LoraEntry(Path(path), Path(path).stem, float(weight), bool(enabled), weights)
+    start = float(start) if 0 <= float(start) < 1 else 0.0
+    return LoraEntry(Path(path), Path(path).stem, float(weight), bool(enabled), weights, start)
 
 
 def _with_suffix(target: str | Path) -> Path:

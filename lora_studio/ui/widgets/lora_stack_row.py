@@ -4,7 +4,9 @@ a "Blocks" toggle that opens the per-block strengths (`BlockWeightsEditor`) unde
 The slider and the field show the same value (-2..2 in steps of 0.05; the field also takes
 values typed between steps, rounded to 0.01). The row only reports what the user does
 (`weight_changed(path, w)`, `enabled_changed(path, on)`, `block_weights_changed(path, bw)`,
-`remove_requested(path)`); the Mix tab passes it on to the SessionModel. The toggle names the
+`start_changed(path, share)`, `remove_requested(path)`); the Mix tab passes it on to the
+SessionModel. "Starts at" holds a LoRA back for the first share of the steps (a texture or
+style LoRA started late leaves the layout to the others). The toggle names the
 block weights in use ("Blocks: OUTALL"), so they show while the editor is closed.
 `set_problem(text)` marks a file the model refused.
 """
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QLabel,
     QSlider,
+    QSpinBox,
     QToolButton,
     QWidget,
 )
@@ -36,11 +39,12 @@ class LoraStackRow(QFrame):
     weight_changed = Signal(object, float)
     enabled_changed = Signal(object, bool)
     block_weights_changed = Signal(object, object)  # path, BlockWeights | None
+    start_changed = Signal(object, float)  # path, share of the steps (0..0.95)
     remove_requested = Signal(object)
 
     def __init__(self, path: Path, name: str, weight: float = 1.0, enabled: bool = True,
                  detail: str = "", block_weights: BlockWeights | None = None,
-                 parent: QWidget | None = None) -> None:
+                 start: float = 0.0, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("StackRow")
         self.path = Path(path)
@@ -79,6 +83,15 @@ class LoraStackRow(QFrame):
                                       "(A1111 LoRA Block Weight)")
         self.blocks_editor = BlockWeightsEditor(block_weights)
         self.blocks_editor.hide()
+        self.start_spin = QSpinBox()
+        self.start_spin.setRange(0, 95)
+        self.start_spin.setSingleStep(5)
+        self.start_spin.setSuffix(" % of steps")
+        self.start_spin.setPrefix("Starts at ")
+        self.start_spin.setToolTip(
+            "Hold the LoRA back for the first part of the denoising steps. 0 % = from the "
+            "first step. A texture or style LoRA started at 40-50 % leaves the layout (a "
+            "shape another LoRA draws) alone and still adds its look.")
 
         grid = QGridLayout(self)
         grid.setContentsMargins(8, 6, 8, 6)
@@ -90,18 +103,22 @@ class LoraStackRow(QFrame):
         grid.addWidget(self.remove_button, 0, 4)
         grid.addWidget(self.slider, 1, 1, 1, 2)
         grid.addWidget(self.spin, 1, 3)
-        grid.addWidget(self.blocks_button, 2, 1, 1, 3, Qt.AlignLeft)
+        grid.addWidget(self.blocks_button, 2, 1, 1, 2, Qt.AlignLeft)
+        grid.addWidget(self.start_spin, 2, 2, 1, 2, Qt.AlignRight)
         grid.addWidget(self.blocks_editor, 3, 1, 1, 4)
         grid.addWidget(self.problem_label, 4, 1, 1, 4)
         grid.setColumnStretch(1, 1)
 
         self.set_values(weight, enabled)
+        self.set_start(start)
         self._show_blocks_state()
         self.slider.valueChanged.connect(self._slider_moved)
         self.spin.valueChanged.connect(self._spin_changed)
         self.enabled_box.toggled.connect(self._toggled)
         self.blocks_button.toggled.connect(self.set_blocks_open)
         self.blocks_editor.changed.connect(self._blocks_edited)
+        self.start_spin.valueChanged.connect(
+            lambda percent: self.start_changed.emit(self.path, percent / 100))
         self.remove_button.clicked.connect(lambda: self.remove_requested.emit(self.path))
 
     @property
@@ -118,6 +135,16 @@ class LoraStackRow(QFrame):
         for widget in (self.slider, self.spin, self.enabled_box):
             widget.blockSignals(False)
         self._show_enabled(enabled)
+
+    @property
+    def start(self) -> float:
+        return self.start_spin.value() / 100
+
+    def set_start(self, start: float) -> None:
+        """Show `start` (a share of the steps) without reporting it back."""
+        self.start_spin.blockSignals(True)
+        self.start_spin.setValue(round(start * 100))
+        self.start_spin.blockSignals(False)
 
     @property
     def block_weights(self) -> BlockWeights | None:
@@ -171,4 +198,5 @@ class LoraStackRow(QFrame):
         self.slider.setEnabled(on)
         self.spin.setEnabled(on)
         self.blocks_editor.setEnabled(on)
+        self.start_spin.setEnabled(on)
         self.name_label.setEnabled(on)
