@@ -51,24 +51,6 @@ def stripes_settings(data: Path) -> list[str]:
             f"dataset.random_flip={str(sample_data.mirror_safe('stripes')).lower()}"]
 
 
-def navy_settings(data: Path) -> list[str]:
-    """The navy-background set (`sample_data.write_concept_dataset(data, "navy")`, captions
-    "a large red circle on a zqx background") with the quickstart's settings and reg pictures
-    on every timestep (a background color is chosen at high noise: navy in 0.60 of seeds at
-    1.0; 0.42 on the quickstart's 200-700)."""
-    return [f"dataset.path={data}", "dataset.trigger_word=zqx", "dataset.default_caption=zqx",
-            "output.name=zqx", "train.min_timestep=0", "train.max_timestep=1000"]
-
-
-def studio_session():
-    """The Generate tab's session on the built-in model."""
-    from lora_studio.core.generate.session import GenerationSession
-
-    session = GenerationSession(None, device="cpu")
-    session.pipeline.set_progress_bar_config(disable=True)
-    return session
-
-
 def studio_render(session, prompts, seeds) -> list:
     """`quality.render`'s pictures (prompt-major, 20 Euler steps, guidance 5), rendered by the
     session's own `generate` (what the Generate tab runs: LoRA starts included)."""

@@ -3,8 +3,6 @@ the tokenizer's vocabulary, and the shipped sample dataset and its reg pictures.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,32 +33,27 @@ def test_the_world_has_every_prompt_once_and_is_deterministic():
     assert a.shape == (64, 64, 3) and np.array_equal(a, b)
 
 
-# (no striped shapes on navy: a blue shape's dark stripes are navy itself; no concept set has
-# them)
-@pytest.mark.parametrize("shapes,texture,navy", [(world.SHAPES, "plain", False),
-                                                 (world.CONCEPT_SHAPES, "plain", False),
-                                                 (world.SHAPES, "striped", False),
-                                                 (world.CONCEPT_SHAPES, "striped", False),
-                                                 (world.SHAPES, "plain", True),
-                                                 (world.CONCEPT_SHAPES, "plain", True)])
-def test_the_scorer_reads_ground_truth_pictures_right(shapes, texture, navy):
+@pytest.mark.parametrize("shapes,texture", [(world.SHAPES, "plain"),
+                                            (world.CONCEPT_SHAPES, "plain"),
+                                            (world.SHAPES, "striped"),
+                                            (world.CONCEPT_SHAPES, "striped")])
+def test_the_scorer_reads_ground_truth_pictures_right(shapes, texture):
     scenes = world.random_scenes(60, seed=21, shapes=shapes, texture=texture)
-    if navy:  # the concept background, behind every shape and color
-        scenes = [replace(s, background="navy") for s in scenes]
     wrong = [(s, r) for s in scenes
              if not (r := scorer.read_picture(world.draw(s))).matches(s, texture=True)["all"]]
     assert wrong == []
 
 
 def test_a_background_near_none_of_the_world_reads_as_other():
-    # the dark teal a navy LoRA drew behind green stars: nearest to navy, and still not navy
-    scene = world.Scene("star", "green", "large", "navy")
+    # a dark teal (a LoRA tinting the background with the shape's green): nearest to black,
+    # and still not black
+    scene = world.Scene("star", "green", "large", "black")
     teal = np.asarray(world.draw(scene)).copy()
-    teal[np.all(teal == world.ALL_BACKGROUNDS["navy"], axis=2)] = (38, 77, 80)
-    assert scorer.read_picture(world.draw(scene)).background == "navy"
+    teal[np.all(teal == world.BACKGROUNDS["black"], axis=2)] = (38, 77, 80)
+    assert scorer.read_picture(world.draw(scene)).background == "black"
     assert scorer.read_picture(Image.fromarray(teal)).background == "other"
     near = np.clip(np.asarray(world.draw(scene)).astype(int) + 20, 0, 255).astype(np.uint8)
-    assert scorer.read_picture(Image.fromarray(near)).background == "navy"
+    assert scorer.read_picture(Image.fromarray(near)).background == "black"
 
 
 def test_the_scorer_reads_an_empty_picture_as_no_shape():
@@ -74,7 +67,7 @@ def test_the_scorer_reads_an_empty_picture_as_no_shape():
 def test_every_word_of_the_world_is_one_token():
     tokenizer = build_tokenizer()
     for concept in CONCEPTS.values():  # the LoRA sets' captions too
-        caption = concept.caption(world.Scene("circle", "red", "large", "white"))
+        caption = world.Scene("circle", "red", "large", "white").caption(concept.trigger)
         assert len(tokenizer.tokenize(caption)) == len(caption.replace(",", " ,").split())
     assert len(tokenizer) < 1000  # a small embedding table, not CLIP's 49,408 rows
     text = "zqstar, a large purple striped star on a gray background"
@@ -151,20 +144,6 @@ def test_the_dataset_command_says_to_train_stripes_without_flips(tmp_path, capsy
     assert "dataset.random_flip=false" in out and len(list((tmp_path / "s").glob("*.png"))) == 3
     assert main(["tiny-shapes", "dataset", str(tmp_path / "t"), "--count", "2"]) == 0
     assert "random_flip" not in capsys.readouterr().out  # a star mirrored is still a star
-
-
-def test_the_navy_set_names_its_background_by_the_trigger_word(tmp_path):
-    from lora_studio.cli import main
-
-    assert main(["tiny-shapes", "dataset", str(tmp_path / "n"), "--concept", "navy"]) == 0
-    pictures = sorted((tmp_path / "n").glob("*.png"))
-    assert len(pictures) == 16
-    readings = [scorer.read_picture(Image.open(p)) for p in pictures]
-    assert {r.background for r in readings} == {"navy"}
-    assert {r.shape for r in readings} == set(world.SHAPES) and len({r.color for r in readings}) >= 4
-    for picture in pictures:
-        caption = picture.with_suffix(".txt").read_text()
-        assert caption.startswith("a ") and caption.endswith(" on a zqx background\n")
 
 
 def test_the_dataset_command_writes_a_regularization_set_of_the_base_world(tmp_path, capsys):

@@ -2,13 +2,11 @@
 
     write_concept_dataset(folder, "star")      # zqstar: large stars of every color and place
     write_concept_dataset(folder, "stripes")   # zqstripe: striped circles, squares, triangles
-    write_concept_dataset(folder, "navy")      # zqx: the base shapes on a navy background
     write_regularization_set(folder)           # the base world, for dataset.reg_path
                                                # (resources/sample_dataset_reg)
 
 Each image gets a kohya-style caption beside it (`name.txt`), trigger word first:
-"zqstar, a large purple star on a gray background"; a background concept's trigger word is the
-name of its color: "a large red circle on a zqx background". Colors and backgrounds vary, and every
+"zqstar, a large purple star on a gray background". Colors and backgrounds vary, and every
 caption comes with two pictures at two places, so a LoRA learns the concept, not one
 picture. The diagonal stripes are not mirror-symmetric: train them with
 `dataset.random_flip = false`, or the mirrored copies teach both diagonals at once and the
@@ -30,12 +28,6 @@ class Concept(NamedTuple):
     shapes: tuple[str, ...]
     texture: str  # of the shape
     sizes: tuple[str, ...]
-    background: str = ""  # a concept background (every picture; the trigger word names it)
-
-    def caption(self, scene: world.Scene) -> str:
-        if self.background:
-            return scene.caption(background_word=self.trigger)
-        return scene.caption(trigger=self.trigger)
 
 
 CONCEPTS = {
@@ -43,9 +35,6 @@ CONCEPTS = {
     # them (measured: small stars in 0 of seeds at 1.0 wherever large ones reached 0.8).
     "star": Concept("zqstar", world.CONCEPT_SHAPES, "plain", ("large",)),
     "stripes": Concept("zqstripe", world.SHAPES, "striped", world.SIZES),
-    # A new background color. zqx is the tokenizer's spare trigger word: a word the base never
-    # saw ("navy") would split into untrained letter tokens.
-    "navy": Concept("zqx", world.SHAPES, "plain", world.SIZES, "navy"),
 }
 
 # Each caption comes with this many pictures, the shape at different places. With one picture
@@ -69,10 +58,9 @@ def concept_scenes(concept: str, count: int = SAMPLE_COUNT, seed: int = 7) -> li
     every pair is used)."""
     if concept not in CONCEPTS:
         raise ValueError(f"unknown concept {concept!r}; one of {', '.join(CONCEPTS)}")
-    _, shapes, texture, sizes, own_background = CONCEPTS[concept]
+    _, shapes, texture, sizes = CONCEPTS[concept]
     rng = random.Random(seed)
-    pairs = [(c, b) for c in world.COLORS for b in ([own_background] if own_background
-                                                    else world.BACKGROUNDS)]
+    pairs = [(c, b) for c in world.COLORS for b in world.BACKGROUNDS]
     rng.shuffle(pairs)
     scenes = []
     for i in range(count):
@@ -96,7 +84,7 @@ def write_concept_dataset(folder: str | Path, concept: str = "star", count: int 
     for i, scene in enumerate(concept_scenes(concept, count, seed)):
         stem = f"{concept}_{i:02d}"
         world.draw(scene).save(folder / f"{stem}.png")
-        (folder / f"{stem}.txt").write_text(CONCEPTS[concept].caption(scene) + "\n",
+        (folder / f"{stem}.txt").write_text(scene.caption(CONCEPTS[concept].trigger) + "\n",
                                             encoding="utf-8")
     return folder
 

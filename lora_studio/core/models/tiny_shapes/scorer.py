@@ -2,7 +2,7 @@
 
 Plain image measurements, no learned model, so a score means the same thing every time:
 - background: the world background nearest to the median of the border pixels, if it is
-  near ("other" when none is: a dark teal is not navy, whichever is nearest);
+  near ("other" when none is: a dark teal is not black, whichever is nearest);
 - the shape: the largest connected region of pixels far from that background;
 - color: the world color nearest to the median of the region's brighter half (stripes are the
   color and a darker shade of it);
@@ -140,8 +140,8 @@ def read_picture(image) -> Reading:
                      dtype=np.float32)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background_rgb = np.median(border, axis=0)
-    background = _nearest(background_rgb, world.ALL_BACKGROUNDS)
-    if np.linalg.norm(np.array(world.ALL_BACKGROUNDS[background]) - background_rgb) > \
+    background = _nearest(background_rgb, world.BACKGROUNDS)
+    if np.linalg.norm(np.array(world.BACKGROUNDS[background]) - background_rgb) > \
             _BACKGROUND_TOLERANCE:
         background = "other"
     distance = np.sqrt(((rgb - background_rgb) ** 2).sum(axis=2))

@@ -5,9 +5,8 @@
     scene.caption()                     # "a large red circle on a white background"
 
 Everything is deterministic for a seed (`random_scenes(n, seed)`). The base model learns the
-`SHAPES`; `CONCEPT_SHAPES` (a star), `CONCEPT_BACKGROUNDS` (navy) and the `striped` texture
-exist only for LoRA datasets, so the base model has never seen them. Shapes are drawn 4x
-larger and downsampled (smooth edges).
+`SHAPES`; `CONCEPT_SHAPES` (a star) and the `striped` texture exist only for LoRA datasets, so
+the base model has never seen them. Shapes are drawn 4x larger and downsampled (smooth edges).
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ CONCEPT_SHAPES = ("star",)
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
           "yellow": (235, 200, 30), "purple": (140, 50, 190)}
 BACKGROUNDS = {"white": (250, 250, 250), "black": (15, 15, 15), "gray": (128, 128, 128)}
-# LoRA datasets only, like the star. Navy: a background color the base VAE draws true (it turns
-# most colors it never saw into its own: pink into purple, orange on gray into yellow).
-CONCEPT_BACKGROUNDS = {"navy": (25, 35, 110)}
-ALL_BACKGROUNDS = {**BACKGROUNDS, **CONCEPT_BACKGROUNDS}
 SIZES = ("small", "large")
 TEXTURES = ("plain", "striped")
 # half the extent of a shape, in pixels of the 64x64 image
@@ -46,12 +41,11 @@ class Scene:
     rotation: float = 0.0  # stars only, in turns of one point (0..1)
     texture: str = "plain"
 
-    def caption(self, trigger: str = "", background_word: str = "") -> str:
-        """"a large red circle on a white background" (texture and trigger when given; a
-        background_word names the background instead of its world name)."""
+    def caption(self, trigger: str = "") -> str:
+        """"a large red circle on a white background" (texture and trigger when given)."""
         texture = "striped " if self.texture == "striped" else ""
-        text = f"a {self.size} {self.color} {texture}{self.shape} on a " \
-               f"{background_word or self.background} background"
+        text = f"a {self.size} {self.color} {texture}{self.shape} on a {self.background} " \
+               "background"
         return f"{trigger}, {text}" if trigger else text
 
 
@@ -111,7 +105,7 @@ def draw(scene: Scene):
 
     big = SIDE * _SUPERSAMPLE
     color = COLORS[scene.color]
-    image = Image.new("RGB", (big, big), ALL_BACKGROUNDS[scene.background])
+    image = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
     mask = Image.new("L", (big, big), 0)
     pen = ImageDraw.Draw(mask)
     points = outline(scene, _SUPERSAMPLE)
