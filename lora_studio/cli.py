@@ -109,11 +109,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate images with a base model and LoRAs")
     p.add_argument("--model", default=None, help="diffusers folder, hub id or checkpoint file "
                    "(default: the built-in tiny model)")
-    p.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT][:lbw=BLOCKS]",
+    p.add_argument("--lora", action="append", default=[],
+                   metavar="FILE[:WEIGHT][:lbw=BLOCKS][:start=SHARE]",
                    help="a LoRA and its weight; repeat for several. `:lbw=` gives A1111 LoRA "
                         "Block Weight factors: a preset (ALL, NONE, INS, IND, INALL, MIDD, "
                         "OUTD, OUTS, OUTALL, ALL0.5, NO_TE, STYLE) or 17 numbers BASE,IN01,"
-                        "IN02,IN04,IN05,IN07,IN08,MID,OUT03,...,OUT11")
+                        "IN02,IN04,IN05,IN07,IN08,MID,OUT03,...,OUT11. `:start=0.5` holds "
+                        "the LoRA back for the first half of the steps")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")
     p.add_argument("--steps", type=int, default=20)

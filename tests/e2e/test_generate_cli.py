@@ -101,6 +101,13 @@ def test_block_weights_on_the_command_line_reach_the_png_info(tiny_model_dir, tm
     params = parse_parameters(read_png_parameters(png))
     assert params["prompt"] == "a cat, <lora:style:0.8:lbw=OUTALL>"
 
+    assert main(["generate", "--model", str(tiny_model_dir), "--lora",
+                 f"{style}:0.8:lbw=OUTALL:start=0.5", "--prompt", "a cat", "--steps", "2",
+                 "--seed", "3", "--out", str(tmp_path / "late")]) == 0
+    assert "starts at 50% of the steps" in capsys.readouterr().out
+    (late,) = (tmp_path / "late").glob("*.png")
+    assert parse_parameters(read_png_parameters(late))["extra"]["Lora starts"] == "style: 0.5"
+
     code = main(["generate", "--model", str(tiny_model_dir), "--lora", f"{style}:0.8:lbw=1,0",
                  "--prompt", "a cat", "--out", str(tmp_path / "out2")])
     err = capsys.readouterr().err

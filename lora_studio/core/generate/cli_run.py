@@ -19,29 +19,35 @@ from lora_studio.core.errors import StudioError
 from lora_studio.core.lora.block_weights import BlockWeights
 
 _MAX_UNMATCHED_SHOWN = 5
-_LBW = ":lbw="
+_OPTIONS = (":lbw=", ":start=")
 
 
 class LoraArg(NamedTuple):
     path: Path
     weight: float = 1.0
     block_weights: BlockWeights | None = None
+    start: float = 0.0
 
 
 def parse_lora_arg(value: str) -> LoraArg:
-    """`FILE[:WEIGHT][:lbw=BLOCKS]` → LoraArg(path, weight, block_weights).
+    """`FILE[:WEIGHT][:lbw=BLOCKS][:start=SHARE]` → LoraArg(path, weight, block_weights, start).
 
     Splits on the last colon only when what follows is a number, so Windows paths work:
     `C:\\loras\\style.safetensors:0.8` → (`C:\\loras\\style.safetensors`, 0.8), and
     `C:\\loras\\style.safetensors` → weight 1. A file that exists under the whole name wins.
     `:lbw=` takes A1111 LoRA Block Weight factors, as in a prompt tag: a preset (`OUTALL`) or
-    17 numbers (`1,0,0,...`); ones that cannot be read are a StudioError."""
+    17 numbers (`1,0,0,...`); `:start=` the share of the steps before the LoRA comes in (the
+    Mix tab's "Starts at"). Ones that cannot be read are a StudioError."""
     value = value.strip()
-    block_weights = None
-    cut = value.lower().rfind(_LBW)
-    if cut > 0 and not Path(value).is_file():
-        block_weights = BlockWeights.parse(value[cut + len(_LBW):])
+    options: dict[str, str] = {}
+    while not Path(value).is_file():
+        cut, key = max((value.lower().rfind(k), k) for k in _OPTIONS)
+        if cut <= 0:
+            break
+        options[key] = value[cut + len(key):]
         value = value[:cut]
+    block_weights = BlockWeights.parse(options[":lbw="]) if ":lbw=" in options else None
+    start = _start(options.get(":start=", "0"))
     head, sep, tail = value.rpartition(":")
     if sep and head and not Path(value).is_file():
         try:
@@ -49,8 +55,19 @@ def parse_lora_arg(value: str) -> LoraArg:
         except ValueError:
             weight = math.nan
         if math.isfinite(weight):
-            return LoraArg(Path(head), weight, block_weights)
-    return LoraArg(Path(value), 1.0, block_weights)
+            return LoraArg(Path(head), weight, block_weights, start)
+    return LoraArg(Path(value), 1.0, block_weights, start)
+
+
+def _start(text: str) -> float:
+    try:
+        start = float(text)
+    except ValueError:
+        start = math.nan
+    if not 0.0 <= start < 1.0:
+        raise StudioError(f"start={text} is not a share of the steps.",
+                          "Give 0 (from the first step) up to 0.95, e.g. FILE:1:start=0.5.")
+    return start
 
 
 def _report_line(path: Path, report) -> str:
@@ -104,7 +121,7 @@ def run_generate_command(args: argparse.Namespace) -> int:
     from lora_studio.core.lora.formats import read_lora
 
     loras = [parse_lora_arg(spec) for spec in args.lora]
-    for path, _, _ in loras:
+    for path, *_ in loras:
         if not path.is_file():
             raise StudioError(f"LoRA file not found: {path}",
                               "Check the path; give a weight as FILE:0.8.")
@@ -115,11 +132,14 @@ def run_generate_command(args: argparse.Namespace) -> int:
         count=args.count, out_dir=Path(args.out),
     )
     session = GenerationSession(args.model)
-    for path, weight, block_weights in loras:
+    for path, weight, block_weights, start in loras:
         report = session.add_lora(path, weight=weight, block_weights=block_weights)
         line = _report_line(path, report)
         if block_weights is not None:
             line += f"; block weights {block_weights.notation()}"
+        if start:
+            session.set_start(session.loras[-1].name, start)
+            line += f"; starts at {start:.0%} of the steps"
         print(line, flush=True)
     control = JobControl()
     progress = _ConsoleProgress()
