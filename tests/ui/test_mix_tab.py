@@ -290,15 +290,21 @@ def choose_preset(editor, name: str) -> None:
     editor.preset_combo.activated.emit(index)
 
 
-def test_the_block_weights_editor_reaches_the_session_and_the_preview(window, qtbot, lora_dir):
-    from lora_studio.core.lora.block_weights import BlockWeights
-
+def stack_two_previewed(window, qtbot, lora_dir):
+    """Two LoRAs stacked, the live preview on and rendered once: (tab, the preview's images,
+    the live session)."""
     tab = stack_two(window, qtbot, lora_dir)
     images = capture_preview(tab)
     tab.preview_check.setChecked(True)
     wait_preview(qtbot, tab, 0)
+    return tab, images, window.session_model.session
+
+
+def test_the_block_weights_editor_reaches_the_session_and_the_preview(window, qtbot, lora_dir):
+    from lora_studio.core.lora.block_weights import BlockWeights
+
+    tab, images, session = stack_two_previewed(window, qtbot, lora_dir)
     first = pixels(images[-1])
-    session = window.session_model.session
 
     row = tab.rows()[0]
     editor = row.blocks_editor
@@ -368,12 +374,8 @@ def test_block_weights_are_remembered_with_the_stack(make_window, window, qtbot,
 
 def test_a_late_start_reaches_the_session_and_the_preview_and_is_remembered(
         make_window, window, qtbot, lora_dir, settings):
-    tab = stack_two(window, qtbot, lora_dir)
-    images = capture_preview(tab)
-    tab.preview_check.setChecked(True)
-    wait_preview(qtbot, tab, 0)
+    tab, images, session = stack_two_previewed(window, qtbot, lora_dir)
     first = pixels(images[-1])
-    session = window.session_model.session
     row = tab.rows()[1]
     assert row.start_spin.value() == 0 and row.start_spin.text() == "Starts at 0 % of steps"
 
