@@ -51,6 +51,15 @@ def stripes_settings(data: Path) -> list[str]:
             f"dataset.random_flip={str(sample_data.mirror_safe('stripes')).lower()}"]
 
 
+def studio_session():
+    """The Generate tab's session on the built-in model."""
+    from lora_studio.core.generate.session import GenerationSession
+
+    session = GenerationSession(None, device="cpu")
+    session.pipeline.set_progress_bar_config(disable=True)
+    return session
+
+
 def studio_render(session, prompts, seeds) -> list:
     """`quality.render`'s pictures (prompt-major, 20 Euler steps, guidance 5), rendered by the
     session's own `generate` (what the Generate tab runs: LoRA starts included)."""
