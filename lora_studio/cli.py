@@ -44,31 +44,23 @@ def _run_make_tiny_model(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- dataset check
 def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    from lora_studio.core.dataset.cli_run import add_dataset_settings, run_check, run_preview
+
     p = sub.add_parser("dataset", help="dataset tools")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
-    c = dsub.add_parser("check", help="report usable images, captions and skipped files")
-    c.add_argument("dir", type=Path)
+    c = dsub.add_parser("check", help="what training will do with a folder: folders and "
+                        "repeats, captions, skipped files, buckets, steps per epoch")
+    add_dataset_settings(c)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
-    c.add_argument("--caption-extension", default=".txt")
-    c.add_argument("--resolution", type=int, default=64, help="smallest useful side, in pixels")
-    c.add_argument("--default-caption", default="",
-                   help="caption (trigger word) for images without a caption file")
-    c.add_argument("--recursive", action="store_true",
-                   help="also scan subfolders (kohya `10_name` folders set repeats)")
-    c.set_defaults(handler=_run_dataset_check)
-
-
-def _run_dataset_check(args: argparse.Namespace) -> int:
-    from lora_studio.core.dataset.checks import check_dataset, format_report
-
-    report = check_dataset(args.dir, caption_extension=args.caption_extension,
-                           default_caption=args.default_caption, min_size=args.resolution,
-                           recursive=args.recursive)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(format_report(report))
-    return 0 if report.usable else 1
+    c.set_defaults(handler=run_check)
+    v = dsub.add_parser("preview", help="write the exact pixels and caption training uses for "
+                        "each image (bucket, crop, flip, caption options, token cut)")
+    add_dataset_settings(v)
+    v.add_argument("--out", type=Path, required=True, help="folder to write the previews to")
+    v.add_argument("--seed", type=int, help="train.seed (default: the config's, 42)")
+    v.add_argument("--epoch", type=int, default=1, help="which epoch's draw (from 1)")
+    v.add_argument("--image", action="append", help="only this image (repeatable)")
+    v.set_defaults(handler=run_preview)
 
 
 # ---------------------------------------------------------------- train

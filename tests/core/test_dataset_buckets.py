@@ -284,13 +284,14 @@ def test_bucket_info_has_kohyas_json_shape():
 
 
 def test_table_warns_about_a_bucket_smaller_than_the_batch():
-    lines = format_bucket_table([((384, 640), 2), ((512, 512), 12)], batch_size=4)
-    assert lines[0].split() == ["384x640", "2", "images"]
+    lines = format_bucket_table([((384, 640), 1, 3), ((512, 512), 12, 12)], batch_size=4)
+    assert lines[0].split() == ["384x640", "1", "image", "3", "per", "epoch"]
     warning = lines[1]
-    assert "384x640" in warning and "batch size 4" in warning and "only 2" in warning
-    assert lines[2].split() == ["512x512", "12", "images"]
+    assert "384x640" in warning and "batch size 4" in warning and "only 3" in warning
+    assert lines[2].split() == ["512x512", "12", "images", "12", "per", "epoch"]
     assert len(lines) == 3  # no warning for the full bucket
-    assert format_bucket_table([((512, 512), 1)], batch_size=1) == ["  512x512      1 image"]
+    # repeats fill the batch: one image trained 4 times per epoch is no warning
+    assert len(format_bucket_table([((512, 512), 1, 4)], batch_size=4)) == 1
 
 
 def test_fit_properties():

@@ -32,13 +32,18 @@ def test_json_report_of_a_mixed_folder(tmp_path):
 
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["usable"] == 2
-    assert data["captions_found"] == 1 and data["captions_missing"] == 1
+    assert data["usable"] == 3
+    assert data["captions_found"] == 1 and data["captions_missing"] == 2
     skipped = {Path(s["path"]).name: s["reason"] for s in data["skipped"]}
-    assert set(skipped) == {"small.png", "empty.png"}
-    assert skipped["small.png"].startswith("too small: 100x100")
+    assert set(skipped) == {"empty.png"}
     captions = {Path(i["image"]).name: i["caption"] for i in data["items"]}
-    assert captions == {"a.png": "sks cat", "b.JPG": ""}
+    assert captions == {"a.png": "sks cat", "b.JPG": "", "small.png": ""}
+    # The size rule is training's: smaller than its bucket is used, upscaled, and said so.
+    training = data["training"]
+    assert [(Path(u["image"]).name, u["bucket"]) for u in training["upscaled"]] == [
+        ("small.png", [128, 128])]
+    assert training["buckets"] == [{"resolution": [128, 128], "count": 3, "per_epoch": 3}]
+    assert training["steps_per_epoch"] == 3 and training["total_steps"] == 1000
 
 
 def test_all_bad_folder_fails_with_a_helpful_text_report(tmp_path):

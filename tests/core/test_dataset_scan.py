@@ -156,7 +156,7 @@ def test_captions_sidecars_default_and_cleanup(tmp_path):
     save(rgb(), tmp_path / "b.JPG")
     (tmp_path / "b.TXT").write_text("sks dog, beach", encoding="utf-8")
     save(rgb(), tmp_path / "c.png")
-    (tmp_path / "c.txt").write_text("  \n", encoding="utf-8")  # empty: counts as missing
+    (tmp_path / "c.txt").write_text("  \n", encoding="utf-8")  # empty: an empty caption, warned
     save(rgb(), tmp_path / "d.webp")  # no caption at all
     save(rgb(), tmp_path / "e.png")
     (tmp_path / "e.txt").write_text("a dog\nrunning\n", encoding="utf-8")
@@ -165,13 +165,35 @@ def test_captions_sidecars_default_and_cleanup(tmp_path):
 
     captions = {i.image_path.name: i.caption for i in report.items}
     assert captions == {"a.png": "sks dog, red collar", "b.JPG": "sks dog, beach",
-                        "c.png": "sks", "d.webp": "sks", "e.png": "a dog running"}
-    assert [p.name for p in report.missing_captions] == ["c.png", "d.webp"]
+                        "c.png": "", "d.webp": "sks", "e.png": "a dog running"}
+    assert [p.name for p in report.missing_captions] == ["d.webp"]
     by_name = {i.image_path.name: i for i in report.items}
-    assert by_name["c.png"].caption_path is None
+    assert by_name["c.png"].caption_path == tmp_path / "c.txt"
+    assert by_name["c.png"].caption_source == "empty caption file"
+    assert by_name["d.webp"].caption_source == "default caption"
     assert by_name["a.png"].caption_path == tmp_path / "a.txt"
-    assert report.to_dict()["captions_found"] == 3
-    assert report.to_dict()["captions_missing"] == 2
+    assert report.to_dict()["captions_found"] == 4
+    assert report.to_dict()["captions_missing"] == 1
+    assert [w for w in report.warnings if "empty caption file (c.png)" in w]
+    assert report.caption_sources() == {"caption file": 3, "empty caption file": 1,
+                                        "default caption": 1}
+
+
+def test_caption_fallback_order_folder_class_default_then_trigger(tmp_path):
+    save(rgb(), tmp_path / "5_chelsea cat" / "a.png")
+    save(rgb(), tmp_path / "plain" / "b.png")
+    kohya = check_dataset(tmp_path, default_caption="", trigger_word="zq")
+    assert [(i.caption, i.caption_source) for i in kohya.items] == [
+        ("chelsea cat", "kohya folder class")]
+    plain = check_dataset(tmp_path / "plain", trigger_word="zq")
+    assert [(i.caption, i.caption_source) for i in plain.items] == [("zq", "trigger word")]
+    nothing = check_dataset(tmp_path / "plain")
+    assert [(i.caption, i.caption_source) for i in nothing.items] == [("", "no caption")]
+    assert any("no caption file and no default caption" in w for w in nothing.warnings)
+    listed = check_dataset(subsets=[{"path": str(tmp_path / "5_chelsea cat"),
+                                     "default_caption": "tabby"}], trigger_word="zq")
+    assert [(i.caption, i.caption_source) for i in listed.items] == [
+        ("tabby", "folder default caption")]
 
 
 def test_custom_caption_extension(tmp_path):
@@ -189,16 +211,24 @@ def test_custom_caption_extension(tmp_path):
         "from caption file"
 
 
-def test_caption_that_is_not_utf8_skips_its_image_with_a_fix(tmp_path):
+def test_windows_1252_caption_trains_with_a_warning_naming_the_file(tmp_path):
     save(rgb(), tmp_path / "a.png")
     (tmp_path / "a.txt").write_bytes("café, crème".encode("cp1252"))
     save(rgb(), tmp_path / "b.png")
 
     report = check_dataset(tmp_path)
 
-    assert [i.image_path.name for i in report.items] == ["b.png"]
-    assert "not UTF-8" in reasons(report)["a.png"]
-    assert "UTF-8 encoding" in reasons(report)["a.png"]
+    assert {i.image_path.name: i.caption for i in report.items} == {"a.png": "café, crème",
+                                                                    "b.png": ""}
+    assert any("a.txt is not UTF-8: read as Windows-1252" in w for w in report.warnings)
+
+
+def test_binary_caption_skips_its_image_with_a_fix(tmp_path):
+    save(rgb(), tmp_path / "a.png")
+    (tmp_path / "a.txt").write_bytes(b"\x00\x01PK\x03\x04 zip")
+    report = check_dataset(tmp_path)
+    assert report.usable == 0
+    assert "binary data" in reasons(report)["a.png"]
 
 
 def test_orphan_caption_is_listed_as_ignored(tmp_path):
@@ -217,20 +247,43 @@ def test_tag_frequency_counts_stripped_comma_tags():
 
 
 # ---------------------------------------------------------------- folders
-def test_subfolders_only_with_recursive_and_kohya_repeats(tmp_path):
-    save(rgb(), tmp_path / "10_sks dog" / "a.png")
-    (tmp_path / "10_sks dog" / "a.txt").write_text("sks dog", encoding="utf-8")
+def test_plain_subfolders_are_not_scanned_and_the_hint_names_kohya_folders(tmp_path):
     save(rgb(), tmp_path / "extra" / "b.png")
     save(rgb(), tmp_path / ".cache" / "hidden.png")
 
     flat = check_dataset(tmp_path)
     assert flat.usable == 0
-    assert [p.name for p in flat.ignored] == ["10_sks dog", "extra"]
-    assert "subfolder" in format_report(flat).splitlines()[-1]
+    assert [p.name for p in flat.ignored] == ["extra"]
+    assert "10_extra" in format_report(flat).splitlines()[-1]
 
-    deep = check_dataset(tmp_path, recursive=True)
-    repeats = {i.image_path.name: (i.repeats, i.caption) for i in deep.items}
-    assert repeats == {"a.png": (10, "sks dog"), "b.png": (1, "")}
+
+def test_kohya_parent_trains_each_n_name_folder_n_times(tmp_path):
+    save(rgb(), tmp_path / "10_sks dog" / "a.png")
+    save(rgb(), tmp_path / "10_sks dog" / "c.png")
+    (tmp_path / "10_sks dog" / "a.txt").write_text("sks dog, grass", encoding="utf-8")
+    save(rgb(), tmp_path / "3_cat" / "d.png")
+    save(rgb(), tmp_path / "extra" / "b.png")
+    save(rgb(), tmp_path / ".cache" / "hidden.png")
+
+    report = check_dataset(tmp_path, repeats=2)
+
+    assert report.layout == "kohya"
+    got = {i.image_path.name: (i.repeats, i.caption) for i in report.items}
+    assert got == {"a.png": (20, "sks dog, grass"), "c.png": (20, "sks dog"), "d.png": (6, "cat")}
+    assert [(s.path.name, s.repeats, s.images) for s in report.subsets] == [
+        ("10_sks dog", 20, 2), ("3_cat", 6, 1)]
+    assert report.images_per_epoch == 46
+    assert [p.name for p in report.ignored] == ["extra"]
+    assert any("extra/ is not a kohya N_name folder" in w for w in report.warnings)
+    text = format_report(report)
+    assert "10_sks dog   20 x 2 images = 40 per epoch" in text
+    assert "3 images usable, 46 per epoch" in text
+
+
+def test_a_folder_named_n_name_trains_n_times(tmp_path):
+    save(rgb(), tmp_path / "10_chelsea cat" / "a.png")
+    report = check_dataset(tmp_path / "10_chelsea cat")
+    assert [(i.repeats, i.caption) for i in report.items] == [(10, "chelsea cat")]
 
 
 # ---------------------------------------------------------------- report output
@@ -250,7 +303,7 @@ def test_report_dict_is_json_and_text_lists_every_skip(tmp_path):
     assert {d["image"].rsplit(os.sep, 1)[-1]: d["caption"] for d in data["items"]} == {
         "ok.png": "sks, dog", "nocap.png": "sks"}
     text = format_report(report)
-    assert "2 images usable (1 with captions, 1 without)" in text
+    assert "2 images usable, 2 per epoch (1 with caption files, 1 without)" in text
     assert "zero.jpg: empty file (0 bytes)" in text
-    assert "  nocap.png" in text and 'the default "sks"' in text
+    assert '  nocap.png: "sks" (default caption)' in text
     assert text.splitlines()[-1].startswith("Ready to train on 2 images")

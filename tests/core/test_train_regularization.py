@@ -12,11 +12,13 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
 
+from lora_studio.core.dataset.buckets import BucketSettings
 from lora_studio.core.errors import ConfigError, DatasetError
 from lora_studio.core.train.data import DataOrder, Example, load_regularization
 from lora_studio.core.train.objective import diffusion_loss
 from tests.core.test_train_loop import make_config, make_dataset, run
 
+SQUARE = BucketSettings(64, enabled=False)
 REG_CAPTIONS = ["a red circle", "a green circle", "a blue circle", "a yellow circle"]
 REG_COLORS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 210, 40)]
 
@@ -32,38 +34,38 @@ def make_reg(folder: Path, count: int = 6) -> Path:
     return folder
 
 
-def _examples(train: int, reg: int, reg_repeats: int = 1) -> list[Example]:
-    out = [Example(i, Path(f"t{i}.png"), "zqstar") for i in range(train)]
+def _examples(train: int, reg: int, reg_repeats: int = 1, repeats: int = 1) -> list[Example]:
+    out = [Example(i, Path(f"t{i}.png"), "zqstar", repeats) for i in range(train)]
     out += [Example(train + j, Path(f"r{j}.png"), "a circle", reg_repeats, regularization=True)
             for j in range(reg)]
     return out
 
 
 def test_each_epoch_draws_as_many_regularization_samples_as_dataset_samples():
-    examples = _examples(train=4, reg=3)
-    order = DataOrder(examples, repeats=2, seed=5, random_flip=False)
-    assert order.epoch_length == 16  # 4 images x 2 repeats, plus 8 regularization slots
+    examples = _examples(train=4, reg=3, repeats=2)
+    order = DataOrder(examples, batch_size=1, seed=5, random_flip=False)
+    assert order.samples_per_epoch == 16  # 4 images x 2 repeats, plus 8 regularization slots
     for epoch in range(3):
-        seen = Counter(order.index_at(epoch * 16 + k) for k in range(16))
+        seen = Counter(order.batch(epoch * 16 + k)[0].index for k in range(16))
         assert all(seen[i] == 2 for i in range(4)), seen  # the dataset as without reg
         assert sum(seen[i] for i in range(4, 7)) == 8, seen
 
 
 def test_a_regularization_pool_larger_than_the_dataset_is_used_in_full_over_the_epochs():
     examples = _examples(train=2, reg=10)
-    order = DataOrder(examples, repeats=1, seed=1, random_flip=False)
-    reg_seen = Counter(i for p in range(4 * 5) if (i := order.index_at(p)) >= 2)
+    order = DataOrder(examples, batch_size=1, seed=1, random_flip=False)
+    reg_seen = Counter(i for p in range(4 * 5) if (i := order.batch(p)[0].index) >= 2)
     assert sorted(reg_seen) == list(range(2, 12))  # 5 epochs x 2 reg slots: all 10 images
     assert set(reg_seen.values()) == {1}
 
 
 def test_data_order_with_regularization_is_a_pure_function_of_the_position():
     examples = _examples(train=3, reg=4, reg_repeats=2)
-    first = DataOrder(examples, 1, 9, True)
-    again = DataOrder(examples, 1, 9, True)
-    positions = [37, 2, 18, 2, 55, 0]
-    assert [first.index_at(p) for p in positions] == [again.index_at(p) for p in positions]
-    assert [first.flip_at(p) for p in positions] == [again.flip_at(p) for p in positions]
+    first = DataOrder(examples, batch_size=1, seed=9, random_flip=True)
+    again = DataOrder(examples, batch_size=1, seed=9, random_flip=True)
+    batches = [37, 2, 18, 2, 55, 0]
+    assert [first.batch(b) for b in batches] == [again.batch(b) for b in batches]
+    assert {s.flip for b in range(40) for s in first.batch(b)} == {False, True}
 
 
 def test_kohya_class_folders_caption_uncaptioned_images_and_bad_files_are_reported(tmp_path):
@@ -75,14 +77,17 @@ def test_kohya_class_folders_caption_uncaptioned_images_and_bad_files_are_report
     (root / "c.txt").write_text("zqstar, a green square")  # the trigger word: warned
     (root / "d.png").write_bytes(b"not a png")  # broken: skipped
     reg = load_regularization(root, caption_extension=".txt", min_size=32, trigger="zqstar",
-                              first_index=10)
+                              first_index=10, settings=SQUARE)
     captions = {ex.image_path.name: (ex.caption, ex.repeats, ex.index) for ex in reg.examples}
-    assert captions == {"a.png": ("red circle", 2, 10), "c.png": ("zqstar, a green square", 1,
-                                                                   11)}
+    # the folder's own images first, then its kohya folders
+    assert captions == {"a.png": ("red circle", 2, 11), "c.png": ("zqstar, a green square", 1,
+                                                                   10)}
     assert all(ex.regularization for ex in reg.examples)
     skipped = "\n".join(reg.skipped)
     assert "b.png" in skipped and "b.txt" in skipped and "d.png" in skipped
-    assert len(reg.warnings) == 1 and "trigger word 'zqstar'" in reg.warnings[0]
+    assert len(reg.warnings) == 2
+    assert "b.png" not in reg.warnings[0] and "beside kohya N_name folders" in reg.warnings[0]
+    assert "trigger word 'zqstar'" in reg.warnings[1]
     assert reg.folders == {"2_red circle": {"n_repeats": 2, "img_count": 1},
                            "reg": {"n_repeats": 1, "img_count": 1}}
 
@@ -91,11 +96,11 @@ def test_a_regularization_folder_without_usable_images_fails_with_what_to_do(tmp
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError) as err:
         load_regularization(tmp_path / "empty", caption_extension=".txt", min_size=32,
-                            trigger="zqstar", first_index=0)
+                            trigger="zqstar", first_index=0, settings=SQUARE)
     assert "reg_path" in err.value.user_message()
     with pytest.raises(DatasetError) as err:
         load_regularization(tmp_path / "missing", caption_extension=".txt", min_size=32,
-                            trigger="zqstar", first_index=0)
+                            trigger="zqstar", first_index=0, settings=SQUARE)
     assert err.value.what.startswith("Regularization images (dataset.reg_path): ")
     assert "does not exist" in err.value.what
 
@@ -141,8 +146,8 @@ def test_regularization_samples_are_drawn_half_the_time_and_weighted_by_prior_lo
     assert len(losses) == 16
     # batch 1: a step on a regularization image weighs 0 here, a step on a star does not
     examples = _examples(train=4, reg=6)
-    order = DataOrder(examples, repeats=1, seed=cfg.train.seed, random_flip=False)
-    is_reg = [order.index_at(step) >= 4 for step in range(16)]
+    order = DataOrder(examples, batch_size=1, seed=cfg.train.seed, random_flip=False)
+    is_reg = [order.batch(step)[0].index >= 4 for step in range(16)]
     assert sum(is_reg) == 8  # two epochs of 4 stars + 4 regularization images
     assert [loss == 0.0 for loss in losses] == is_reg, losses
 

@@ -241,18 +241,20 @@ def bucket_info(fits: Sequence[BucketFit], repeats: Sequence[int] | None = None)
     return {"buckets": buckets, "mean_img_ar_error": mean_error}
 
 
-def format_bucket_table(rows: Iterable[tuple[Size, int]], batch_size: int) -> list[str]:
-    """Text lines of a bucket table, warning under each bucket too small to fill one batch.
+def format_bucket_table(rows: Iterable[tuple[Size, int, int]], batch_size: int) -> list[str]:
+    """Text lines of a bucket table: (bucket, images, samples per epoch) rows, with a warning
+    under each bucket whose epoch cannot fill one batch.
 
     Batches are drawn within a bucket, so such a bucket trains in smaller batches than asked.
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
     lines = []
-    for (width, height), count in rows:
+    for (width, height), count, per_epoch in rows:
         noun = "image" if count == 1 else "images"
-        lines.append(f"  {f'{width}x{height}':<9}{count:>5} {noun}")
-        if count < batch_size:
-            lines.append(f"    ! {width}x{height} has {count} {noun}, fewer than the batch size "
-                         f"{batch_size}: its batches hold only {count}.")
+        lines.append(f"  {f'{width}x{height}':<9}{count:>5} {noun:<7}{per_epoch:>6} per epoch")
+        if per_epoch < batch_size:
+            lines.append(f"    ! {width}x{height} has {per_epoch} sample(s) per epoch, fewer "
+                         f"than the batch size {batch_size}: its batches hold only "
+                         f"{per_epoch}.")
     return lines

@@ -8,7 +8,6 @@ This module only looks at names and reads captions; decoding and checking images
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,12 @@ UNSUPPORTED_IMAGE_EXTENSIONS: frozenset[str] = frozenset({
 # Operating-system clutter that is never worth mentioning (hidden files are skipped as well).
 _JUNK_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})
 
-# kohya's repeat-folder convention: `10_sks dog/` means "use these images 10 times per epoch".
-_REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
+# Where an image's caption came from, in the order they are tried (CAPTION_FILE first).
+CAPTION_FILE = "caption file"
+EMPTY_CAPTION_FILE = "empty caption file"
+CAPTION_FALLBACKS = ("folder default caption", "kohya folder class", "default caption",
+                     "trigger word")
+NO_CAPTION = "no caption"
 
 
 @dataclass
@@ -39,8 +42,28 @@ class DatasetItem:
 
     image_path: Path
     caption: str
-    caption_path: Path | None  # None when the default caption was used
-    repeats: int = 1  # from a kohya `N_name` parent folder when scanning recursively
+    caption_path: Path | None  # None when a fallback caption was used
+    repeats: int = 1  # times per epoch (its subset's repeats)
+    caption_source: str = CAPTION_FILE  # CAPTION_FILE, EMPTY_CAPTION_FILE, a fallback, NO_CAPTION
+    subset: int = 0  # index into DatasetReport.subsets
+    size: tuple[int, int] = (0, 0)  # (width, height) upright, as training sees it
+
+
+@dataclass
+class SubsetSummary:
+    """A folder of the dataset as the report shows it."""
+
+    path: Path
+    repeats: int
+    caption_extension: str
+    default_caption: str
+    kohya_class: str
+    images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "repeats": self.repeats, "images": self.images,
+                "caption_extension": self.caption_extension,
+                "default_caption": self.default_caption, "kohya_class": self.kohya_class}
 
 
 @dataclass
@@ -58,9 +81,12 @@ class DatasetReport:
     root: Path
     items: list[DatasetItem]
     skipped: list[SkippedFile]
-    missing_captions: list[Path]  # images that got the default caption
+    missing_captions: list[Path]  # images without a caption file (they got a fallback)
     ignored: list[Path] = field(default_factory=list)  # not images or captions (notes, subfolders)
     default_caption: str = ""
+    subsets: list[SubsetSummary] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # nothing skipped, but worth knowing
+    layout: str = "folder"  # "folder", "kohya" or "subsets"
 
     @property
     def usable(self) -> int:
@@ -69,6 +95,16 @@ class DatasetReport:
     @property
     def captions_found(self) -> int:
         return sum(1 for item in self.items if item.caption_path is not None)
+
+    @property
+    def images_per_epoch(self) -> int:
+        return sum(item.repeats for item in self.items)
+
+    def caption_sources(self) -> dict[str, int]:
+        """How many images got their caption from each source, in the order tried."""
+        counts = Counter(item.caption_source for item in self.items)
+        order = (CAPTION_FILE, EMPTY_CAPTION_FILE, *CAPTION_FALLBACKS, NO_CAPTION)
+        return {source: counts[source] for source in order if counts[source]}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe summary (paths as strings)."""
@@ -81,12 +117,19 @@ class DatasetReport:
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in self.skipped],
             "missing_captions": [str(p) for p in self.missing_captions],
             "ignored": [str(p) for p in self.ignored],
+            "layout": self.layout,
+            "subsets": [s.to_dict() for s in self.subsets],
+            "images_per_epoch": self.images_per_epoch,
+            "caption_sources": self.caption_sources(),
+            "warnings": list(self.warnings),
             "items": [
                 {
                     "image": str(item.image_path),
                     "caption": item.caption,
                     "caption_file": str(item.caption_path) if item.caption_path else None,
+                    "caption_source": item.caption_source,
                     "repeats": item.repeats,
+                    "size": list(item.size),
                 }
                 for item in self.items
             ],
@@ -164,28 +207,16 @@ def list_dataset_files(root: Path, caption_extension: str = ".txt", *,
     return listing
 
 
-def _kohya_folder(image_path: Path, root: Path) -> re.Match | None:
-    """The `N_name` match of the image's folder, None at the root or in another folder."""
-    return None if image_path.parent == root else _REPEAT_FOLDER.match(image_path.parent.name)
-
-
-def repeats_for(image_path: Path, root: Path) -> int:
-    """kohya's `N_name` folder convention: images in `root/10_cat/` repeat 10 times."""
-    match = _kohya_folder(image_path, root)
-    return max(1, int(match.group(1))) if match else 1
-
-
-def kohya_class_for(image_path: Path, root: Path) -> str:
-    """The class of kohya's `N_class` folder holding the image ("10_sks dog" -> "sks dog"),
-    or "" outside such a folder."""
-    match = _kohya_folder(image_path, root)
-    return match.group(2).strip() if match else ""
-
-
 def read_caption(path: Path) -> str:
-    """A caption file's text: UTF-8 (a BOM is fine), whitespace stripped, lines joined by spaces.
+    """A caption file's text (see `read_caption_text`)."""
+    return read_caption_text(path)[0]
 
-    Raises DatasetError naming the file when it cannot be read or is not UTF-8.
+
+def read_caption_text(path: Path) -> tuple[str, str]:
+    """A caption file's text and its encoding: UTF-8 (a BOM is fine), else Windows-1252 (what
+    Notepad wrote for years); whitespace stripped, lines joined by spaces.
+
+    Raises DatasetError naming the file when it cannot be read or is neither encoding.
     """
     try:
         data = path.read_bytes()
@@ -193,14 +224,20 @@ def read_caption(path: Path) -> str:
         raise DatasetError(f"Cannot read caption file {path}: {exc.strerror or exc}",
                            "Check that the file exists and that you may read it.") from exc
     try:
-        text = data.decode("utf-8-sig")
+        text, encoding = data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:
-        raise DatasetError(
-            f"Caption file {path.name} is not UTF-8 text (byte {data[exc.start]:#04x} "
-            f"at position {exc.start}).",
-            "Open it in a text editor and save it with UTF-8 encoding.") from exc
+        try:
+            text, encoding = data.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            raise DatasetError(
+                f"Caption file {path.name} is not UTF-8 text (byte {data[exc.start]:#04x} "
+                f"at position {exc.start}).",
+                "Open it in a text editor and save it with UTF-8 encoding.") from exc
+    if any(ord(c) < 32 and c not in "\t\n\r\f\v" for c in text):
+        raise DatasetError(f"Caption file {path.name} holds binary data, not text.",
+                           "Replace it with a plain-text caption (UTF-8) or delete it.")
     lines = (line.strip() for line in text.splitlines())
-    return " ".join(line for line in lines if line)
+    return " ".join(line for line in lines if line), encoding
 
 
 def tag_frequency(captions: Iterable[str]) -> dict[str, int]:

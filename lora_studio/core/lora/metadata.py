@@ -71,9 +71,13 @@ def build_training_metadata(
     num_reg_images: int = 0,
     reg_dataset_dirs: dict[str, dict] | None = None,
     prior_loss_weight: float = 1.0,
+    dataset_settings: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The `ss_*` and `modelspec.*` metadata of a trained LoRA, all values strings.
-    `prediction_type` ("epsilon" | "v") defaults to what `base_model_version` implies."""
+    `prediction_type` ("epsilon" | "v") defaults to what `base_model_version` implies.
+    `dataset_settings` are kohya's per-dataset keys without `ss_` (enable_bucket,
+    bucket_info, keep_tokens, ...): a dict or list value is written as JSON, None as "None"
+    (kohya's own way of writing an unset value)."""
     if base_model_version not in BASE_MODEL_VERSIONS:
         raise ValueError(f"base_model_version must be one of {BASE_MODEL_VERSIONS}, "
                          f"not {base_model_version!r}")
@@ -125,6 +129,9 @@ def build_training_metadata(
         "modelspec.prediction_type": prediction_type
         or ("v" if base_model_version == "sd_v2_v" else "epsilon"),
     }
+    for key, value in (dataset_settings or {}).items():
+        meta[f"ss_{key}"] = json.dumps(value, ensure_ascii=False) \
+            if isinstance(value, (dict, list)) else value
     if comment:
         meta["modelspec.description"] = comment
     return {key: str(value) for key, value in meta.items()}

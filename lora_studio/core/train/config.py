@@ -56,6 +56,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 OUTPUT_FORMATS = ("kohya", "diffusers")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 PATH_KEYS = {("dataset", "path"), ("dataset", "reg_path"), ("output", "path")}
+MAX_TOKEN_LENGTHS = (75, 150, 225)
+# The keys of one `[[dataset.subsets]]` table and their defaults (None: the [dataset] value).
+SUBSET_KEYS: dict[str, Any] = {"path": "", "repeats": 1, "caption_extension": None,
+                               "default_caption": ""}
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -73,17 +77,54 @@ class ModelSection:
 
 @dataclass
 class DatasetSection:
-    path: str = _f("", "Folder of training images (with caption files beside them).")
+    path: str = _f("", "Folder of training images with caption files beside them, or a kohya "
+                   "folder whose N_name subfolders each train N times per epoch (name = the "
+                   "caption of that folder's images without a caption file).")
+    subsets: list = _f([], "Several image folders, each a [[dataset.subsets]] table with "
+                       "path, repeats, caption_extension and default_caption (kohya's "
+                       "image_dir, num_repeats, caption_extension, class_tokens). Used "
+                       "instead of dataset.path when given.")
     caption_extension: str = _f(".txt", "Extension of the caption files (image.png → image.txt).")
-    default_caption: str = _f("", "Caption used for images without a caption file.")
+    default_caption: str = _f("", "Caption of images without a caption file (a kohya N_name "
+                              "folder's name comes next, then the trigger word).")
     trigger_word: str = _f("", "Word that calls up the LoRA (stored in the file's metadata; "
                            "default: the default caption).")
-    resolution: int = _f(512, "Training resolution in pixels (images are resized and cropped).")
-    center_crop: bool = _f(True, "Crop the centre of each image (false: a random crop).")
+    resolution: int = _f(512, "Training resolution in pixels: buckets hold about "
+                         "resolution² pixels (without buckets, a resolution² square crop).")
+    enable_bucket: bool = _f(True, "Aspect-ratio buckets (kohya's enable_bucket): each image "
+                             "trains at the bucket of about resolution² pixels nearest its "
+                             "aspect ratio, so a portrait keeps its face. Off: square crops.")
+    min_bucket_reso: int = _f(0, "Smallest bucket side in pixels (kohya's min_bucket_reso); "
+                              "0 = half the resolution (256 at 512, kohya's default).")
+    max_bucket_reso: int = _f(0, "Largest bucket side in pixels (kohya's max_bucket_reso); "
+                              "0 = twice the resolution (1024 at 512, kohya's default).")
+    bucket_reso_steps: int = _f(64, "Bucket sides are multiples of this (kohya's "
+                                "bucket_reso_steps; 64 is safe for every model).")
+    bucket_no_upscale: bool = _f(False, "Never enlarge an image: a small image gets a bucket "
+                                 "of its own size (kohya's bucket_no_upscale).")
+    center_crop: bool = _f(True, "Crop the centre of each image to its bucket (false: a random "
+                           "crop, drawn per step when latents are not cached).")
     random_flip: bool = _f(False, "Mirror images at random (doubles the latent cache). Leave "
                            "it off when a mirrored picture is wrong: text, logos, a face's "
                            "parting or scar, diagonal stripes.")
-    repeats: int = _f(1, "How many times each image appears per epoch.")
+    repeats: int = _f(1, "How many times each image appears per epoch (multiplies a kohya "
+                      "folder's N).")
+    shuffle_caption: bool = _f(False, "Shuffle the comma-separated tags of each caption every "
+                               "step (kohya's shuffle_caption; the first keep_tokens stay).")
+    keep_tokens: int = _f(0, "Tags at the start of a caption that shuffling and tag dropout "
+                          "leave in place (kohya's keep_tokens; 1 keeps the trigger word).")
+    keep_tokens_separator: str = _f("", "Tags before this separator stay in place, e.g. "
+                                    "\"|||\" (kohya's keep_tokens_separator; overrides "
+                                    "keep_tokens in captions that hold it).")
+    caption_dropout_rate: float = _f(0.0, "Share of steps trained with an empty caption "
+                                     "(kohya's caption_dropout_rate).")
+    caption_tag_dropout_rate: float = _f(0.0, "Share of tags dropped from a caption at each "
+                                         "step (kohya's caption_tag_dropout_rate).")
+    caption_prefix: str = _f("", "Text put before every caption (kohya's caption_prefix).")
+    caption_suffix: str = _f("", "Text put after every caption (kohya's caption_suffix).")
+    max_token_length: int = _f(75, "Caption tokens the text encoder reads: 75 (one CLIP "
+                               "window; longer captions are cut and reported), 150 or 225 "
+                               "(kohya's max_token_length: 2 or 3 windows of 75).")
     reg_path: str = _f("", "Folder of regularization images (kohya's reg_data_dir): pictures "
                        "of what the LoRA should leave alone, captioned without the trigger "
                        "word, trained beside the dataset (as many per epoch as dataset "
@@ -108,6 +149,8 @@ class LoraSection:
 @dataclass
 class TrainSection:
     steps: int = _f(1000, "Number of optimizer steps.")
+    max_train_epochs: int = _f(0, "Train this many epochs instead of train.steps (kohya's "
+                               "max_train_epochs; 0 = use train.steps).")
     batch_size: int = _f(1, "Images per step on each process.")
     gradient_accumulation: int = _f(1, "Batches summed before each optimizer step.")
     learning_rate: float = _f(1e-4, "Learning rate of the UNet LoRA.")
@@ -156,10 +199,14 @@ class CheckpointSection:
 
 @dataclass
 class OutputSection:
-    path: str = _f("output", "Output folder (LoRA files, the config used, checkpoints).")
+    path: str = _f("output", "Output folder (LoRA files, the config used, checkpoints). A "
+                   "path ending in .safetensors is the LoRA file itself: its folder is the "
+                   "output folder and its name the LoRA name.")
     name: str = _f("lora", "File name of the LoRA (without .safetensors).")
     format: str = _f("kohya", "\"kohya\" (A1111, ComfyUI, Forge) or \"diffusers\" (PEFT keys).")
     save_every: int = _f(0, "Also save <name>-step<N>.safetensors every N steps (0 = off).")
+    save_every_n_epochs: int = _f(0, "Also save <name>-<epoch>.safetensors at the end of every "
+                                  "N epochs, numbered as kohya does (0 = off).")
     save_precision: str = _f("fp16", "Precision of the saved LoRA: fp16, bf16 or fp32.")
 
 
@@ -194,6 +241,31 @@ class TrainConfig:
     def config_copy_path(self) -> Path:
         return self.output_dir / f"{self.output.name}.toml"
 
+    def bucket_settings(self):
+        """The aspect-ratio bucket settings of [dataset] (a `dataset.buckets.BucketSettings`)."""
+        from lora_studio.core.dataset.buckets import BucketSettings
+
+        d = self.dataset
+        steps = max(d.bucket_reso_steps, 1)
+        auto_min = max(steps, d.resolution // 2 // steps * steps)
+        # Below one bucket step there is no bucket but the square (the plan says so).
+        enabled = d.enable_bucket and d.resolution >= steps
+        return BucketSettings(resolution=d.resolution, enabled=enabled,
+                              min_reso=d.min_bucket_reso or auto_min,
+                              max_reso=d.max_bucket_reso or -(-d.resolution * 2 // steps) * steps,
+                              reso_steps=d.bucket_reso_steps, no_upscale=d.bucket_no_upscale)
+
+    def caption_options(self):
+        """kohya's caption options of [dataset] (a `dataset.captions.CaptionOptions`)."""
+        from lora_studio.core.dataset.captions import CaptionOptions
+
+        d = self.dataset
+        return CaptionOptions(shuffle_caption=d.shuffle_caption, keep_tokens=d.keep_tokens,
+                              keep_tokens_separator=d.keep_tokens_separator,
+                              caption_dropout_rate=d.caption_dropout_rate,
+                              caption_tag_dropout_rate=d.caption_tag_dropout_rate,
+                              caption_prefix=d.caption_prefix, caption_suffix=d.caption_suffix)
+
     def unet_targets(self) -> list[str]:
         t = self.lora.targets
         return list(TARGET_PRESETS[t]["unet"]) if isinstance(t, str) else list(t)
@@ -221,15 +293,18 @@ class TrainConfig:
             raise ConfigError("schema_version", f"must be {SCHEMA_VERSION}, got "
                               f"{self.schema_version}", "This config was written by another "
                               "version of LoRA Studio; re-create it from a preset.")
-        if not d.path:
-            raise ConfigError("dataset.path", "is empty", "Set it to the folder of your images.")
+        if not d.path and not d.subsets:
+            raise ConfigError("dataset.path", "is empty", "Set it to the folder of your images "
+                              "(or list the folders as [[dataset.subsets]] tables).")
         _check(d.caption_extension.startswith("."), "dataset.caption_extension",
                f"must start with '.', got {d.caption_extension!r}")
         _at_least("dataset.resolution", d.resolution, 8)
         _check(d.resolution % 8 == 0, "dataset.resolution",
                f"must be a multiple of 8, got {d.resolution}")
         _at_least("dataset.repeats", d.repeats, 1)
-        if d.reg_path and Path(d.reg_path).expanduser().resolve() == \
+        _validate_captions(d)
+        self.bucket_settings().validate()
+        if d.reg_path and d.path and Path(d.reg_path).expanduser().resolve() == \
                 Path(d.path).expanduser().resolve():
             raise ConfigError("dataset.reg_path", "is the dataset folder itself",
                               "Point it at a separate folder of images without the concept, "
@@ -247,6 +322,7 @@ class TrainConfig:
         _check(lo.text_encoder_lr >= 0, "lora.text_encoder_lr",
                f"must be >= 0, got {lo.text_encoder_lr}")
         _at_least("train.steps", tr.steps, 1)
+        _at_least("train.max_train_epochs", tr.max_train_epochs, 0)
         _at_least("train.batch_size", tr.batch_size, 1)
         _at_least("train.gradient_accumulation", tr.gradient_accumulation, 1)
         _positive("train.learning_rate", tr.learning_rate)
@@ -281,12 +357,49 @@ class TrainConfig:
         _at_least("checkpoint.every", ck.every, 0)
         if not out.path:
             raise ConfigError("output.path", "is empty", "Set the folder to write the LoRA to.")
+        if out.path.lower().endswith(".safetensors"):  # the LoRA file itself
+            out.path, out.name = str(Path(out.path).parent), Path(out.path).stem
         _check(bool(out.name) and not any(c in out.name for c in "/\\:"), "output.name",
                f"must be a plain file name, got {out.name!r}")
         _one_of("output.format", out.format, OUTPUT_FORMATS)
         _at_least("output.save_every", out.save_every, 0)
+        _at_least("output.save_every_n_epochs", out.save_every_n_epochs, 0)
         _one_of("output.save_precision", out.save_precision, SAVE_PRECISIONS)
         return self
+
+
+def _validate_captions(d: DatasetSection) -> None:
+    _at_least("dataset.keep_tokens", d.keep_tokens, 0)
+    for key in ("caption_dropout_rate", "caption_tag_dropout_rate"):
+        value = getattr(d, key)
+        _check(0 <= value <= 1, f"dataset.{key}", f"must be in [0, 1], got {value}")
+    _check(d.max_token_length in MAX_TOKEN_LENGTHS, "dataset.max_token_length",
+           f"must be one of {', '.join(map(str, MAX_TOKEN_LENGTHS))}, got {d.max_token_length}")
+
+
+def _coerce_subsets(value: Any, base: Path) -> list[dict[str, Any]]:
+    """`[[dataset.subsets]]` tables: known keys, typed, paths resolved like dataset.path."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError("dataset.subsets", f"must be a list of tables ([[dataset.subsets]] "
+                          f"with path = ...), got {value!r}")
+    tables = []
+    for number, table in enumerate(value, start=1):
+        key = f"dataset.subsets[{number}]"
+        unknown = sorted(set(table) - set(SUBSET_KEYS))
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]}", "unknown key",
+                              f"Known keys of a subset: {', '.join(SUBSET_KEYS)}.")
+        if not isinstance(table.get("path"), str) or not table["path"].strip():
+            raise ConfigError(f"{key}.path", "is missing", "Set it to a folder of images.")
+        out = {name: table.get(name, default) for name, default in SUBSET_KEYS.items()}
+        out["repeats"] = _coerce(f"{key}.repeats", out["repeats"], 1)
+        _at_least(f"{key}.repeats", out["repeats"], 1)
+        for text_key in ("caption_extension", "default_caption"):
+            if out[text_key] is not None:
+                out[text_key] = _coerce(f"{key}.{text_key}", out[text_key], "")
+        out["path"] = _resolve_path(out["path"], base)
+        tables.append({name: v for name, v in out.items() if v is not None})  # TOML has no None
+    return tables
 
 
 def _check_sampler(name: str) -> None:
@@ -414,6 +527,9 @@ def _set_value(cfg: TrainConfig, section: str, key: str, value: Any, base: Path)
     if key not in defaults:
         raise ConfigError(dotted, "unknown key",
                           f"Known keys in [{section}]: {', '.join(defaults)}.")
+    if dotted == "dataset.subsets":
+        setattr(obj, key, _coerce_subsets(value, base))
+        return
     value = _coerce(dotted, value, defaults[key])
     if (section, key) in PATH_KEYS:
         value = _resolve_path(value, base)

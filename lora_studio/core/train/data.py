@@ -1,10 +1,9 @@
-"""Training data: which image each step sees, and the latent / text-embedding cache.
+"""Training data: the pixels and captions of each sample, and the latent / text-embedding cache.
 
-Data order is a pure function of (seed, position in the sample stream): epoch `e` is a seeded
-shuffle of the dataset (each image listed `repeats` times), and sample position `p` falls in
-epoch `p // epoch_length`. A run resumed at step k therefore sees exactly the images a run that
-never stopped would have seen, without saving a sampler's state; the flip of each sample and a
-random crop are drawn the same way (seeded by position).
+Which images a batch holds is `dataset.order.DataOrder`'s business (a pure function of the seed
+and the batch number, batches drawn within aspect-ratio buckets); this module turns a sample into
+pixels at its bucket's size and a caption after kohya's caption options, both drawn from the
+sample's position, so a resumed run sees exactly what an unbroken run would have seen.
 
 The cache is keyed by *dataset index* (and flip), never by step: a shuffled loader can then never
 pair an image's latents with another image's caption (the reference scripts' bug, REFERENCE §5).
@@ -17,68 +16,24 @@ every step and are computed in the loop).
 
 from __future__ import annotations
 
-import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lora_studio.core.dataset.transforms import image_to_tensor, load_image_rgb, prepare_image
+from lora_studio.core.dataset.buckets import BucketFit, BucketSettings
+from lora_studio.core.dataset.captions import CaptionOptions, encode_captions
+from lora_studio.core.dataset.order import DataOrder, Example, Sample
+from lora_studio.core.dataset.plan import DatasetPlan
+from lora_studio.core.dataset.samples import SampleMaker
+from lora_studio.core.dataset.transforms import image_to_tensor
 
-
-@dataclass
-class Example:
-    """One usable image of the dataset, at a fixed dataset index."""
-
-    index: int
-    image_path: Path
-    caption: str
-    repeats: int = 1
-    regularization: bool = False  # from dataset.reg_path: trained with prior_loss_weight
-
-
-class DataOrder:
-    """Maps a position in the endless sample stream to (dataset index, flip).
-
-    With regularization examples, an epoch is the dataset's slots plus as many regularization
-    slots (kohya's balance), shuffled together; the regularization slots walk on through the
-    regularization images from epoch to epoch, so a pool larger than the dataset is all used."""
-
-    def __init__(self, examples: list[Example], repeats: int, seed: int, random_flip: bool):
-        self.slots = [ex.index for ex in examples if not ex.regularization
-                      for _ in range(ex.repeats * repeats)]
-        self.reg_pool = [ex.index for ex in examples if ex.regularization
-                         for _ in range(ex.repeats)]
-        self.seed = seed
-        self.random_flip = random_flip
-        self._perm_epoch = -1
-        self._perm: list[int] = []
-
-    @property
-    def epoch_length(self) -> int:
-        return len(self.slots) * (2 if self.reg_pool else 1)
-
-    def epoch_of(self, position: int) -> int:
-        return position // self.epoch_length
-
-    def _permutation(self, epoch: int) -> list[int]:
-        if epoch != self._perm_epoch:
-            order = list(range(self.epoch_length))
-            random.Random(f"order:{self.seed}:{epoch}").shuffle(order)
-            self._perm_epoch, self._perm = epoch, order
-        return self._perm
-
-    def index_at(self, position: int) -> int:
-        epoch, k = divmod(position, self.epoch_length)
-        slot = self._permutation(epoch)[k]
-        if slot < len(self.slots):
-            return self.slots[slot]
-        walked = epoch * len(self.slots) + slot - len(self.slots)
-        return self.reg_pool[walked % len(self.reg_pool)]
-
-    def flip_at(self, position: int) -> bool:
-        return self.random_flip and random.Random(f"flip:{self.seed}:{position}").random() < 0.5
+__all__ = ["DataOrder", "Example", "Sample", "RegularizationSet", "TrainData", "TrainingSet",
+           "prepare_training_set",
+           "load_regularization", "encode_text", "latent_distribution", "sample_latents",
+           "has_trigger", "without_trigger", "trigger_patterns"]
 
 
 @dataclass
@@ -86,37 +41,42 @@ class RegularizationSet:
     """The usable regularization images (as examples) and what a person should hear about."""
 
     examples: list[Example]
+    fits: dict[int, BucketFit]  # by dataset index
     skipped: list[str]  # "name: reason"
     warnings: list[str]
     folders: dict[str, dict[str, int]]  # kohya's ss_reg_dataset_dirs
 
 
 def load_regularization(folder: str | Path, *, caption_extension: str, min_size: int,
-                        trigger: str, first_index: int) -> RegularizationSet:
-    """Scan a regularization folder (kohya layout: `N_class/` subfolders) into examples with
-    indices from `first_index` on. An image without a caption file is captioned with its
-    folder's class; one with neither is skipped. Raises DatasetError when none is usable."""
+                        trigger: str, first_index: int,
+                        settings: BucketSettings) -> RegularizationSet:
+    """Scan a regularization folder (a plain folder or kohya `N_class/` subfolders) into
+    examples with indices from `first_index` on, each at its bucket. An image without a
+    caption file is captioned with its folder's class; one with neither is skipped. Raises
+    DatasetError when none is usable."""
     from lora_studio.core.dataset.checks import check_dataset
-    from lora_studio.core.dataset.scan import kohya_class_for
+    from lora_studio.core.dataset.plan import fit_items
     from lora_studio.core.errors import DatasetError
 
     try:
         report = check_dataset(folder, caption_extension=caption_extension, min_size=min_size,
-                               recursive=True)
+                               warn_uncaptioned=False)  # those are skipped, and listed
     except DatasetError as exc:  # "Dataset folder ... does not exist": say which folder
         raise DatasetError(f"Regularization images (dataset.reg_path): {exc.what}",
                            exc.fix + " Or leave dataset.reg_path empty.") from exc
     skipped = [f"{s.path.name}: {s.reason}" for s in report.skipped]
     examples: list[Example] = []
+    fits: dict[int, BucketFit] = {}
     folders: dict[str, dict[str, int]] = {}
-    for item in report.items:
-        caption = item.caption or kohya_class_for(item.image_path, report.root)
-        if not caption:
+    for item, fit in zip(report.items, fit_items(report.items, settings)):
+        if not item.caption:
             skipped.append(f"{item.image_path.name}: no caption file and not in a kohya "
                            f"N_class folder (add {item.image_path.stem}{caption_extension})")
             continue
-        examples.append(Example(first_index + len(examples), item.image_path, caption,
-                                item.repeats, regularization=True))
+        index = first_index + len(examples)
+        examples.append(Example(index, item.image_path, item.caption, item.repeats,
+                                regularization=True, bucket=fit.bucket))
+        fits[index] = fit
         entry = folders.setdefault(item.image_path.parent.name,
                                    {"n_repeats": item.repeats, "img_count": 0})
         entry["img_count"] += 1
@@ -126,21 +86,87 @@ def load_regularization(folder: str | Path, *, caption_extension: str, min_size:
                            "Add captioned images of what the LoRA should leave alone (a .txt "
                            "beside each, or kohya N_class folders), or leave dataset.reg_path "
                            "empty.")
-    warnings = []
+    warnings = list(report.warnings)
     tagged = [ex for ex in examples if has_trigger(ex.caption, trigger)]
     if tagged:
         warnings.append(f"{len(tagged)} of {len(examples)} regularization captions contain the "
                         f"trigger word {trigger!r} (e.g. {tagged[0].image_path.name}): the LoRA "
                         f"learns those images as the concept. Remove the trigger word from "
                         f"them.")
-    return RegularizationSet(examples, skipped, warnings, folders)
+    return RegularizationSet(examples, fits, skipped, warnings, folders)
 
 
-def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
-    """Caption → conditioning, exactly as StableDiffusionPipeline.encode_prompt does it."""
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]
+@dataclass
+class TrainingSet:
+    """Everything the loop needs to know about its data."""
+
+    plan: DatasetPlan
+    examples: list[Example]  # the dataset's, then the regularization images
+    reg: RegularizationSet | None
+    order: DataOrder
+    data: TrainData
+
+    @property
+    def num_train_images(self) -> int:
+        return len(self.plan.report.items)
+
+
+def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None]) -> TrainingSet:
+    """Check and plan the dataset (and regularization images) of a validated config, say what
+    training will do (`say(text, level)`), and set up the batch order and the data."""
+    from lora_studio.core.dataset.checks import describe_caption_sources, min_image_side
+    from lora_studio.core.dataset.plan import check_from_config, format_training, plan_from_config
+    from lora_studio.core.errors import DatasetError
+
+    d, tr = cfg.dataset, cfg.train
+    report = check_from_config(cfg)
+    for skipped in report.skipped:
+        say(f"Skipped {skipped.path.name}: {skipped.reason}", "warning")
+    if not report.usable:
+        raise DatasetError(f"No usable images in {d.path or 'the dataset folders'} "
+                           f"({len(report.skipped)} skipped).",
+                           "Add PNG/JPEG/WebP images (with .txt captions beside them) to the "
+                           "folder, fix the skipped files listed above, or point dataset.path "
+                           "at the folder that holds your images (or its kohya N_name "
+                           "folders).")
+    for line in report.warnings:
+        say(line, "warning")
+    reg = None
+    if d.reg_path:
+        reg = load_regularization(d.reg_path, caption_extension=d.caption_extension,
+                                  min_size=min_image_side(d.resolution), trigger=d.trigger_word,
+                                  first_index=report.usable, settings=cfg.bucket_settings())
+        for line in reg.skipped:
+            say(f"Skipped regularization image {line}", "warning")
+        for line in reg.warnings:
+            say(line, "warning")
+        say(f"Regularization: {len(reg.examples)} images from {d.reg_path}, as many "
+            f"regularization samples per epoch as dataset samples, loss weight "
+            f"{tr.prior_loss_weight:g}.", "info")
+    plan = plan_from_config(cfg, report=report, reg_examples=reg.examples if reg else (),
+                            processes=processes)
+    say(f"Captions: {describe_caption_sources(report)}.", "info")
+    for line in format_training(plan):
+        say(line, "warning" if line.lstrip().startswith("!") else "info")
+    if plan.long_captions:
+        say(f"{len(plan.long_captions)} caption(s) are longer than {d.max_token_length} "
+            f"tokens and are cut (listed above); dataset.max_token_length = 150 or 225 reads "
+            "them whole.", "warning")
+    examples = plan.examples() + (reg.examples if reg else [])
+    fits = dict(enumerate(plan.fits))
+    fits.update(reg.fits if reg else {})
+    order = DataOrder(examples, batch_size=tr.batch_size, seed=tr.seed,
+                      random_flip=d.random_flip)
+    data = TrainData(examples, fits, d.center_crop, tr.seed, cfg.caption_options(),
+                     d.max_token_length, crop_per_image=tr.cache_latents)
+    return TrainingSet(plan, examples, reg, order, data)
+
+
+def encode_text(tokenizer, text_encoder, captions: list[str],
+                max_token_length: int = 75) -> torch.Tensor:
+    """Captions → conditioning: one CLIP window as StableDiffusionPipeline.encode_prompt reads
+    a prompt, or kohya's 2-3 windows for max_token_length 150 / 225."""
+    return encode_captions(tokenizer, text_encoder, captions, max_token_length)
 
 
 def trigger_patterns(trigger: str) -> list[re.Pattern]:
@@ -172,11 +198,6 @@ def without_trigger(caption: str, trigger: str) -> str:
     return ", ".join(parts)
 
 
-def token_ids(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                     truncation=True, return_tensors="pt").input_ids
-
-
 def latent_distribution(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE posterior of a batch of images in [-1, 1]: (mean, std), float32."""
     dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
@@ -192,56 +213,69 @@ def sample_latents(vae, mean: torch.Tensor, std: torch.Tensor,
     return (z - shift) * vae.config.scaling_factor
 
 
-class TrainData:
-    """Pixels, cached latents and cached text embeddings of the examples, by dataset index."""
+class TrainData(SampleMaker):
+    """Pixels, captions, cached latents and cached text embeddings of the examples, by index
+    (the pixels and captions are `SampleMaker`'s: what "what the model sees" shows)."""
 
-    def __init__(self, examples: list[Example], resolution: int, center_crop: bool, seed: int):
-        self.examples = examples
-        self.resolution = resolution
-        self.center_crop = center_crop
-        self.seed = seed
+    def __init__(self, examples: Sequence[Example], fits: dict[int, BucketFit],
+                 center_crop: bool, seed: int, caption_options: CaptionOptions | None = None,
+                 max_token_length: int = 75, crop_per_image: bool = True):
+        super().__init__(examples, fits, center_crop=center_crop, seed=seed,
+                         caption_options=caption_options, crop_per_image=crop_per_image)
+        self.max_token_length = max_token_length
         self.latents: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         self.text: dict[int, torch.Tensor] = {}
         self.kept_text: dict[int, torch.Tensor] = {}  # captions without the trigger word
-        self._images: dict[int, object] = {}
 
     def pixels(self, index: int, flip: bool, position: int | None = None) -> torch.Tensor:
-        """Image `index` transformed for training: [3, H, W] in [-1, 1].
+        """Image `index` transformed for training: [3, H, W] in [-1, 1]."""
+        return image_to_tensor(self.image(index, flip, position)[0])
 
-        A random crop (center_crop = false) is drawn per sample position, or once per image when
-        `position` is None (what the latent cache uses)."""
-        if index not in self._images:
-            self._images[index] = load_image_rgb(self.examples[index].image_path)
-        tag = "image" if position is None else position
-        rng = random.Random(f"crop:{self.seed}:{index}:{tag}")
-        img = prepare_image(self._images[index], self.resolution, center_crop=self.center_crop,
-                            flip=flip, rng=rng)
-        return image_to_tensor(img)
+    def sample_caption(self, sample: Sample) -> str:
+        return self.caption(sample.index, sample.position)
 
     @torch.no_grad()
     def cache_latents(self, vae, flips: tuple[bool, ...], batch_size: int = 8) -> None:
-        """Encode every image once per flip variant; afterwards training never runs the VAE."""
-        keys = [(ex.index, flip) for ex in self.examples for flip in flips]
+        """Encode every image once per flip variant; afterwards training never runs the VAE.
+        Images are batched by bucket (a batch must hold one size)."""
+        keys = sorted(((ex.index, flip) for ex in self.examples for flip in flips),
+                      key=lambda key: (self.examples[key[0]].bucket, key))
         for start in range(0, len(keys), batch_size):
             chunk = keys[start:start + batch_size]
-            pixels = torch.stack([self.pixels(i, f) for i, f in chunk])
-            mean, std = latent_distribution(vae, pixels)
-            for k, key in enumerate(chunk):
-                self.latents[key] = (mean[k:k + 1].cpu(), std[k:k + 1].cpu())
-        self._images.clear()  # the decoded images are no longer needed
+            for group in _same_bucket_runs(chunk, self.examples):
+                pixels = torch.stack([self.pixels(i, f) for i, f in group])
+                mean, std = latent_distribution(vae, pixels)
+                for k, key in enumerate(group):
+                    self.latents[key] = (mean[k:k + 1].cpu(), std[k:k + 1].cpu())
+        self.forget_images()  # the decoded images are no longer needed
 
     @torch.no_grad()
     def cache_text(self, tokenizer, text_encoder, batch_size: int = 16,
                    trigger: str | None = None) -> None:
-        """Encode every caption once (only when the text encoder is frozen); with `trigger`,
-        also every caption without it (for preserve_base)."""
+        """Encode every caption once (only when neither the text encoder nor the caption
+        changes from step to step); with `trigger`, also every caption without it (for
+        preserve_base)."""
         for start in range(0, len(self.examples), batch_size):
             chunk = self.examples[start:start + batch_size]
-            emb = encode_text(tokenizer, text_encoder, [ex.caption for ex in chunk]).float()
+            captions = [self.caption(ex.index) for ex in chunk]
+            emb = encode_text(tokenizer, text_encoder, captions, self.max_token_length).float()
             for k, ex in enumerate(chunk):
                 self.text[ex.index] = emb[k:k + 1].cpu()
             if trigger:
                 kept = encode_text(tokenizer, text_encoder,
-                                   [without_trigger(ex.caption, trigger) for ex in chunk])
+                                   [without_trigger(c, trigger) for c in captions],
+                                   self.max_token_length)
                 for k, ex in enumerate(chunk):
                     self.kept_text[ex.index] = kept[k:k + 1].float().cpu()
+
+
+def _same_bucket_runs(keys: list[tuple[int, bool]], examples: Sequence[Example]):
+    """Split sorted cache keys into runs of one bucket each."""
+    run: list[tuple[int, bool]] = []
+    for key in keys:
+        if run and examples[key[0]].bucket != examples[run[0][0]].bucket:
+            yield run
+            run = []
+        run.append(key)
+    if run:
+        yield run

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from lora_studio.core import events as ev
-from lora_studio.core.errors import ConfigError, DatasetError, StudioError
+from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.jobs import JobControl
 from lora_studio.core.train.config import TrainConfig, save_config
 
@@ -121,13 +121,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    from lora_studio.core.dataset.checks import check_dataset
     from lora_studio.core.dataset.scan import tag_frequency
     from lora_studio.core.models.loading import load_pipeline, resolve_model
     from lora_studio.core.train import checkpoint as ckpt
-    from lora_studio.core.train.data import (DataOrder, Example, TrainData, encode_text,
-                                             latent_distribution, load_regularization,
-                                             sample_latents, without_trigger)
+    from lora_studio.core.train.data import (encode_text, latent_distribution,
+                                             prepare_training_set, sample_latents,
+                                             without_trigger)
     from lora_studio.core.train.device import configure_backends, select_device
     from lora_studio.core.train.objective import diffusion_loss, offset_noise, training_target
     from lora_studio.core.train.preview import render_previews
@@ -153,33 +152,11 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     set_seed(tr.seed)  # same LoRA initialisation on every process and every run
 
     # ------------------------------------------------------------------ 2. dataset
-    report = check_dataset(d.path, caption_extension=d.caption_extension,
-                           default_caption=d.default_caption, min_size=min(64, d.resolution))
-    for skipped in report.skipped:
-        say(ev.Log(f"Skipped {skipped.path.name}: {skipped.reason}", level="warning"))
-    if not report.usable:
-        raise DatasetError(f"No usable images in {d.path} ({len(report.skipped)} skipped).",
-                           "Add PNG/JPEG/WebP images (with .txt captions beside them) to the "
-                           "folder, fix the skipped files listed above, or point dataset.path "
-                           "at the folder that holds your images.")
-    examples = [Example(i, item.image_path, item.caption, item.repeats)
-                for i, item in enumerate(report.items)]
-    num_train_images = len(examples)
-    reg = None
-    if d.reg_path:
-        reg = load_regularization(d.reg_path, caption_extension=d.caption_extension,
-                                  min_size=min(64, d.resolution), trigger=d.trigger_word,
-                                  first_index=len(examples))
-        for line in reg.skipped:
-            say(ev.Log(f"Skipped regularization image {line}", level="warning"))
-        for line in reg.warnings:
-            say(ev.Log(line, level="warning"))
-        examples += reg.examples
-        say(ev.Log(f"Regularization: {len(reg.examples)} images from {d.reg_path}, as many "
-                   f"regularization samples per epoch as dataset samples, loss weight "
-                   f"{tr.prior_loss_weight:g}."))
-    order = DataOrder(examples, d.repeats, tr.seed, d.random_flip)
-    data = TrainData(examples, d.resolution, d.center_crop, tr.seed)
+    # Folders and repeats, buckets, captions and the epoch arithmetic: the plan `dataset check`
+    # prints, said here too. Skipped files are warnings, never fatal.
+    dataset = prepare_training_set(cfg, world, lambda text, level: say(ev.Log(text, level=level)))
+    examples, reg, order, data = dataset.examples, dataset.reg, dataset.order, dataset.data
+    num_train_images, total_steps = dataset.num_train_images, dataset.plan.total_steps
 
     # ------------------------------------------------------------------ 3. base model
     base_spec = None if cfg.model.base in ("", "tiny") else cfg.model.base
@@ -237,7 +214,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # Not passed to accelerator.prepare: it steps once per optimizer step whatever the number
     # of processes, and its state goes to our JSON (accelerate would pickle it).
     lr_scheduler = get_scheduler(tr.lr_scheduler, optimizer, num_warmup_steps=tr.warmup_steps,
-                                 num_training_steps=tr.steps)
+                                 num_training_steps=total_steps)
     if lo.train_text_encoder:
         unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
         trained_models = (unet, text_encoder)
@@ -276,17 +253,22 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     accelerator.register_load_state_pre_hook(load_hook)
 
     # ------------------------------------------------------------------ 6. caches
-    cache_text = tr.cache_latents and not lo.train_text_encoder
+    # Caption embeddings can be cached only when neither the text encoder nor the caption text
+    # (kohya's shuffle / dropout options) changes from step to step.
+    captions_vary = cfg.caption_options().varies_per_step
+    cache_text = tr.cache_latents and not lo.train_text_encoder and not captions_vary
     if tr.cache_latents:
         flips = (False, True) if d.random_flip else (False,)
         data.cache_latents(vae, flips)
         if cache_text:
             data.cache_text(tokenizer, text_encoder,
                             trigger=d.trigger_word if tr.preserve_base else None)
+        why = ("the text encoder is being trained" if lo.train_text_encoder
+               else cfg.caption_options().why_uncached())
         say(ev.Log(f"Cached the latents of {len(examples)} images ({len(data.latents)} "
-                   f"encodings)" + (" and their caption embeddings." if cache_text else
-                                    "; captions are encoded every step because the text "
-                                    "encoder is being trained.")))
+                   f"encodings, {len(set(order.buckets.values()))} bucket "
+                   f"size(s))" + (" and their caption embeddings." if cache_text else
+                                  f"; captions are encoded every step because {why}.")))
 
     # ------------------------------------------------------------------ 7. resume
     # A dedicated generator for latent sampling, noise and timesteps: its state is saved in
@@ -305,8 +287,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         ckpt.load_noise_generator(resume_from, rank, noise_gen)
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         start_step = int(state["step"])
-        if start_step >= tr.steps:
-            raise ConfigError("train.steps", f"is {tr.steps}, but the checkpoint is already at "
+        if start_step >= total_steps:
+            raise ConfigError("train.steps", f"is {total_steps}, but the checkpoint is already at "
                               f"step {start_step}", "Raise train.steps to train further.")
         say(ev.Log(f"Resumed from {resume_from} at step {start_step}."))
 
@@ -314,7 +296,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, cfg.config_copy_path)
     outputs: list[Path] = [cfg.config_copy_path]
-    samples_per_step = tr.batch_size * tr.gradient_accumulation * world
+    batches_per_step = tr.gradient_accumulation * world  # every process draws its own batch
+    caption_sets = _captions_by_folder(dataset.plan.report)
 
     def export_lora(path: Path, step: int, final: bool) -> Path:
         """Write the LoRA as trained so far (main process), with training metadata."""
@@ -323,26 +306,25 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
 
         te_model = accelerator.unwrap_model(text_encoder) if lo.train_text_encoder else None
         lora = lora_from_peft(unet=accelerator.unwrap_model(unet), text_encoder=te_model)
-        captions = [ex.caption for ex in examples if not ex.regularization]
-        folder = Path(d.path).name
         lora.metadata = build_training_metadata(
             network_dim=lo.rank, network_alpha=lo.alpha,
             base_model_version=BASE_MODEL_VERSIONS[source.arch], base_model_name=source.name,
             resolution=d.resolution, steps=step,
-            epochs=order.epoch_of(max(step * samples_per_step - 1, 0)) + 1,
+            epochs=order.epoch_of_batch(max(step * batches_per_step - 1, 0)) + 1,
             learning_rate=tr.learning_rate, unet_lr=tr.learning_rate,
             text_encoder_lr=te_lr if lo.train_text_encoder else None,
             optimizer=tr.optimizer, lr_scheduler=tr.lr_scheduler, seed=tr.seed,
             num_train_images=num_train_images,
-            tag_frequency={folder: tag_frequency(captions)},
-            dataset_dirs={folder: {"n_repeats": d.repeats, "img_count": num_train_images}},
+            tag_frequency={name: tag_frequency(c) for name, (_, c) in caption_sets.items()},
+            dataset_dirs={name: dirs for name, (dirs, _) in caption_sets.items()},
             num_reg_images=len(reg.examples) if reg else 0,
             reg_dataset_dirs=reg.folders if reg else {},
             prior_loss_weight=tr.prior_loss_weight,
             noise_offset=tr.noise_offset, min_snr_gamma=tr.min_snr_gamma,
             mixed_precision=tr.mixed_precision, training_started_at=started_at,
             training_finished_at=time.time(), title=out.name,
-            trigger_phrase=cfg.trigger_phrase())
+            trigger_phrase=cfg.trigger_phrase(),
+            dataset_settings=_dataset_metadata(cfg, dataset.plan))
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
         write_lora(lora, path, layout=out.format, dtype=dtype[out.save_precision])
         outputs.append(path)
@@ -361,8 +343,9 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                 model.train()
 
     def checkpoint(step: int) -> Path:
-        state = {"step": step, "total_steps": tr.steps, "samples_seen": step * samples_per_step,
-                 "epoch": order.epoch_of(step * samples_per_step), "seed": tr.seed,
+        state = {"step": step, "total_steps": total_steps,
+                 "batches_seen": step * batches_per_step,
+                 "epoch": order.epoch_of_batch(step * batches_per_step), "seed": tr.seed,
                  "num_processes": world, "lr_scheduler": lr_scheduler.state_dict()}
         path = ckpt.save_checkpoint(accelerator, cfg.output_dir, step, noise_gen, state)
         say(ev.CheckpointSaved(step=step, path=path))
@@ -370,15 +353,15 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
 
     # ------------------------------------------------------------------ 8. the loop
     reg_note = f" (+ {len(reg.examples)} regularization)" if reg else ""
-    say(ev.JobStarted(kind="train", total_steps=tr.steps,
+    say(ev.JobStarted(kind="train", total_steps=total_steps,
                       message=f"Training {out.name} on {num_train_images} images{reg_note} "
-                              f"for {tr.steps} steps ({choice.name}, {world} process(es))."))
+                              f"for {total_steps} steps ({choice.name}, {world} process(es))."))
     step, last_checkpoint, last_loss, cancelled = start_step, None, None, False
     last_checkpoint_step = -1
     step_times: list[float] = []
     for model in trained_models:
         model.train()
-    while step < tr.steps:
+    while step < total_steps:
         control.wait_if_paused()
         if _any_process(accelerator, control.cancelled):
             cancelled = True
@@ -386,11 +369,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         tick = time.perf_counter()
         step_loss = 0.0
         for micro in range(tr.gradient_accumulation):
-            # This process's samples of this micro-batch: a pure function of the step.
-            first = ((step * tr.gradient_accumulation + micro) * world + rank) * tr.batch_size
-            positions = range(first, first + tr.batch_size)
-            indices = [order.index_at(p) for p in positions]
-            flips = [order.flip_at(p) for p in positions]
+            # This process's batch of this micro-step: a pure function of the step, all of one
+            # bucket (one image size).
+            samples = order.batch((step * tr.gradient_accumulation + micro) * world + rank)
+            indices = [s.index for s in samples]
+            flips = [s.flip for s in samples]
+            positions = [s.position for s in samples]
             with accelerator.accumulate(*trained_models):
                 # Latents: a fresh sample of each image's VAE posterior (cached or encoded now).
                 if tr.cache_latents:
@@ -406,9 +390,10 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                 if cache_text:
                     hidden = torch.cat([data.text[i] for i in indices]).to(device)
                 else:
-                    captions = [examples[i].caption for i in indices]
+                    captions = [data.sample_caption(s) for s in samples]
                     with torch.set_grad_enabled(lo.train_text_encoder):
-                        hidden = encode_text(tokenizer, text_encoder, captions)
+                        hidden = encode_text(tokenizer, text_encoder, captions,
+                                             d.max_token_length)
                 # Forward diffusion at random timesteps, with the dedicated generator.
                 noise = torch.randn(latents.shape, generator=noise_gen, device=device)
                 noise = offset_noise(noise, tr.noise_offset, noise_gen)
@@ -432,13 +417,14 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                         kept = torch.cat([data.kept_text[i] for i in indices]).to(device)
                         kept_base = kept
                     else:
-                        kept_captions = [without_trigger(examples[i].caption, d.trigger_word)
-                                         for i in indices]
+                        kept_captions = [without_trigger(c, d.trigger_word) for c in captions]
                         with torch.set_grad_enabled(lo.train_text_encoder):
-                            kept = encode_text(tokenizer, text_encoder, kept_captions)
+                            kept = encode_text(tokenizer, text_encoder, kept_captions,
+                                               d.max_token_length)
                     with torch.no_grad(), _base_only(accelerator, trained_models):
                         if not cache_text:
-                            kept_base = encode_text(tokenizer, text_encoder, kept_captions)
+                            kept_base = encode_text(tokenizer, text_encoder, kept_captions,
+                                                    d.max_token_length)
                         base_pred = unet(noisy.to(weight_dtype), timesteps,
                                          kept_base.to(weight_dtype)).sample
                     kept_pred = unet(noisy.to(weight_dtype), timesteps,
@@ -463,14 +449,18 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         last_loss = step_loss
         step_times = (step_times + [time.perf_counter() - tick])[-20:]
         per_step = sum(step_times) / len(step_times)
-        say(ev.StepProgress(step=step, total_steps=tr.steps, loss=step_loss,
+        epoch = order.epoch_of_batch(step * batches_per_step - 1)
+        say(ev.StepProgress(step=step, total_steps=total_steps, loss=step_loss,
                             lr=lr_scheduler.get_last_lr()[0], it_per_s=1.0 / max(per_step, 1e-9),
-                            eta_s=per_step * (tr.steps - step),
-                            epoch=order.epoch_of(step * samples_per_step - 1)))
+                            eta_s=per_step * (total_steps - step), epoch=epoch))
 
         # Side work at step boundaries (everything below is outside the timed step).
-        if step == tr.steps:
+        if step == total_steps:
             break
+        epoch_ended = order.epoch_of_batch(step * batches_per_step) > epoch
+        if is_main and out.save_every_n_epochs and epoch_ended \
+                and (epoch + 1) % out.save_every_n_epochs == 0:  # kohya's <name>-000001 files
+            export_lora(cfg.output_dir / f"{out.name}-{epoch + 1:06d}.safetensors", step, False)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
             last_checkpoint, last_checkpoint_step = checkpoint(step), step
         if is_main and (out.save_every and step % out.save_every == 0
@@ -489,9 +479,37 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         previews(step)  # the final LoRA's previews
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(lora_path=lora_path, steps_done=step, total_steps=tr.steps,
+    return TrainResult(lora_path=lora_path, steps_done=step, total_steps=total_steps,
                        cancelled=cancelled, outputs=outputs, last_checkpoint=last_checkpoint,
                        final_loss=last_loss)
+
+
+def _captions_by_folder(report) -> dict[str, tuple[dict[str, int], list[str]]]:
+    """kohya's ss_dataset_dirs entry and the captions of each dataset folder, by folder name."""
+    folders: dict[str, tuple[dict[str, int], list[str]]] = {}
+    for subset in report.subsets:
+        dirs, _ = folders.setdefault(subset.path.name, ({"n_repeats": subset.repeats,
+                                                         "img_count": 0}, []))
+        dirs["img_count"] += subset.images
+    for item in report.items:
+        folders[report.subsets[item.subset].path.name][1].append(item.caption)
+    return folders
+
+
+def _dataset_metadata(cfg: TrainConfig, plan) -> dict[str, Any]:
+    """kohya's per-dataset ss_* keys: buckets, caption options, token length."""
+    from lora_studio.core.dataset.plan import ss_bucket_metadata
+
+    d = cfg.dataset
+    return {**ss_bucket_metadata(plan), "max_token_length": d.max_token_length,
+            "shuffle_caption": d.shuffle_caption, "keep_tokens": d.keep_tokens,
+            "keep_tokens_separator": d.keep_tokens_separator,
+            "caption_dropout_rate": d.caption_dropout_rate,
+            "caption_tag_dropout_rate": d.caption_tag_dropout_rate,
+            "caption_prefix": d.caption_prefix or None, "caption_suffix": d.caption_suffix or None,
+            "random_crop": not d.center_crop, "flip_aug": d.random_flip,
+            "batch_size_per_device": cfg.train.batch_size,
+            "max_train_epochs": cfg.train.max_train_epochs or None}
 
 
 @contextlib.contextmanager
