@@ -29,6 +29,7 @@ from lora_studio.core.dataset.scan import (
     read_caption_text,
     tag_frequency,
 )
+from lora_studio.core.dataset.scan_cache import ImageCheckCache
 from lora_studio.core.dataset.subsets import Subset, resolve_subsets
 from lora_studio.core.dataset.transforms import decode_rgb, max_image_pixels
 from lora_studio.core.errors import DatasetError
@@ -110,7 +111,7 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
                   subsets: Sequence[dict[str, Any]] = (), caption_extension: str = ".txt",
                   default_caption: str = "", trigger_word: str = "", repeats: int = 1,
                   min_size: int = 64, max_pixels: int | None = None,
-                  warn_uncaptioned: bool = True) -> DatasetReport:
+                  warn_uncaptioned: bool = True, use_cache: bool = True) -> DatasetReport:
     """Find the dataset's folders (a plain folder, a kohya folder of `N_name` subfolders, or
     the listed `subsets`), decode every image: what is usable, what is skipped and why.
 
@@ -119,6 +120,7 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
     counts each); an empty caption file is an empty caption, with a warning. Raises
     DatasetError only when a folder is not readable. `warn_uncaptioned=False` leaves the
     warning about images with no caption at all to the caller (regularization skips them).
+    An image checked before and unchanged since is not decoded again (`scan_cache`).
     """
     layout = resolve_subsets(root, subsets=subsets, repeats=repeats,
                              caption_extension=caption_extension)
@@ -131,7 +133,9 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
         report.subsets.append(SubsetSummary(subset.path, subset.repeats,
                                             subset.caption_extension, subset.default_caption,
                                             subset.kohya_class))
-        _check_subset(report, number, subset, fallbacks, min_size, max_pixels)
+        cache = ImageCheckCache(subset.path, enabled=use_cache)
+        _check_subset(report, number, subset, fallbacks, min_size, max_pixels, cache)
+        cache.save()
     if layout.kind == "kohya":  # a plain folder's listing already names its subfolders
         report.ignored.extend(layout.ignored_folders)
     folders = {s.path for s in layout.subsets}
@@ -143,14 +147,20 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
 
 
 def _check_subset(report: DatasetReport, number: int, subset: Subset,
-                  fallbacks: tuple[str, str], min_size: int, max_pixels: int | None) -> None:
+                  fallbacks: tuple[str, str], min_size: int, max_pixels: int | None,
+                  cache: ImageCheckCache) -> None:
     listing = list_dataset_files(subset.path, subset.caption_extension)
     report.ignored.extend(listing.ignored)
     report.skipped.extend(
         SkippedFile(path, f"unsupported format {path.suffix.lower()}: save it as {_SUPPORTED}")
         for path in listing.unsupported)
+    rule = (min_size, max_pixels if max_pixels is not None else max_image_pixels())
     for image_path in listing.images:
-        problem, size = inspect_image(image_path, min_size=min_size, max_pixels=max_pixels)
+        cached = cache.get(image_path, rule)
+        problem, size = cached if cached is not None else inspect_image(
+            image_path, min_size=min_size, max_pixels=max_pixels)
+        if cached is None:
+            cache.put(image_path, rule, (problem, size))
         if problem is None:
             problem = _add_item(report, number, subset, listing.caption_for(image_path),
                                 image_path, size, fallbacks)
