@@ -69,7 +69,7 @@ class SeenSample:
                  f"{self.fit.kept_share:.0%} of the picture"
                  + (", upscaled" if self.fit.upscaled else "")
                  + (", mirrored" if self.flip else "") + f" (epoch {self.epoch + 1})",
-                 f"caption: {self.read_caption}"]
+                 f"caption: {self.read_caption or '(empty caption)'}"]
         if self.window.cut:
             lines.append(f"not read ({self.window.tokens - self.window.kept} of "
                          f"{self.window.tokens} tokens cut): {self.cut_caption}")
