@@ -44,7 +44,14 @@ def _run_make_tiny_model(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- dataset check
 def _add_dataset(sub: argparse._SubParsersAction) -> None:
-    from lora_studio.core.dataset.cli_run import add_dataset_settings, run_check, run_preview
+    from lora_studio.core.dataset.cli_run import (
+        add_dataset_settings,
+        add_tags_operations,
+        run_check,
+        run_doctor,
+        run_preview,
+        run_tags,
+    )
 
     p = sub.add_parser("dataset", help="dataset tools")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
@@ -61,6 +68,20 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--epoch", type=int, default=1, help="which epoch's draw (from 1)")
     v.add_argument("--image", action="append", help="only this image (repeatable)")
     v.set_defaults(handler=run_preview)
+    d = dsub.add_parser("doctor", help="what to fix before training: duplicate and look-alike "
+                        "images, hard crops, upscaled images, caption problems, tag counts")
+    add_dataset_settings(d)
+    d.add_argument("--json", action="store_true", help="print the findings as JSON")
+    d.add_argument("--max-distance", type=int, default=None,
+                   help="largest perceptual-hash distance (of 64 bits) that counts as a near "
+                   "duplicate (default 8)")
+    d.add_argument("--top-tags", type=int, default=20, help="tags to list (default 20)")
+    d.set_defaults(handler=run_doctor)
+    t = dsub.add_parser("tags", help="bulk tag edits on caption files: add, remove, replace, "
+                        "trigger word, and which images lack a tag")
+    add_dataset_settings(t, dir_required=True)
+    add_tags_operations(t)
+    t.set_defaults(handler=run_tags)
 
 
 # ---------------------------------------------------------------- train
