@@ -41,6 +41,7 @@ imports this module to count tokens without loading torch.
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -184,10 +185,20 @@ def caption_window(tokenizer, caption: str, max_token_length: int = 75) -> Capti
     return CaptionWindow(tokens, limit, _tag_at(caption, cut_at), cut_at)
 
 
-@lru_cache(maxsize=1)
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def caption_tokenizer() -> CLIPTokenizer:
     """The SD 1.x CLIP tokenizer shipped under resources/ (no model needed): for counting
-    tokens in `dataset check`. SD2 and SDXL tokenize text into the same tokens."""
+    tokens in `dataset check`. SD2 and SDXL tokenize text into the same tokens. Loaded by one
+    thread at a time: transformers' first import is not safe from two threads at once (the
+    second sees a half-made module), and the app counts tokens in background pools."""
+    with _TOKENIZER_LOCK:
+        return _load_caption_tokenizer()
+
+
+@lru_cache(maxsize=1)
+def _load_caption_tokenizer() -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(configs_dir() / "sd15" / "tokenizer",

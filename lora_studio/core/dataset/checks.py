@@ -34,7 +34,8 @@ from lora_studio.core.dataset.subsets import Subset, resolve_subsets
 from lora_studio.core.dataset.transforms import decode_rgb, max_image_pixels
 from lora_studio.core.errors import DatasetError
 
-__all__ = ["check_dataset", "check_image", "format_report", "min_image_side", "tag_frequency"]
+__all__ = ["check_dataset", "check_image", "fallback_caption", "format_report",
+           "min_image_side", "refresh_caption_warnings", "tag_frequency"]
 
 # EXIF orientations that turn the picture by 90 degrees (width and height swap when upright).
 _TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -142,7 +143,7 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
     report.ignored = sorted((p for p in set(report.ignored) if p not in folders),
                             key=lambda p: (str(p).lower(), str(p)))
     report.skipped.sort(key=lambda s: (str(s.path).lower(), str(s.path)))
-    _caption_warnings(report, warn_uncaptioned)
+    refresh_caption_warnings(report, warn_uncaptioned)
     return report
 
 
@@ -188,18 +189,29 @@ def _add_item(report: DatasetReport, number: int, subset: Subset, caption_path: 
             item.caption_source = EMPTY_CAPTION_FILE
     else:
         report.missing_captions.append(image_path)
-        candidates = (subset.default_caption, subset.kohya_class) + fallbacks
-        item.caption_source = NO_CAPTION
-        for source, text in zip(CAPTION_FALLBACKS, candidates):
-            if text.strip():
-                item.caption, item.caption_source = text.strip(), source
-                break
+        item.caption, item.caption_source = fallback_caption(
+            subset.default_caption, subset.kohya_class, *fallbacks)
     report.items.append(item)
     return None
 
 
-def _caption_warnings(report: DatasetReport, warn_uncaptioned: bool) -> None:
-    """One line per kind of caption that trains empty (none is ever empty silently)."""
+def fallback_caption(folder_default: str, kohya_class: str, default_caption: str,
+                     trigger_word: str) -> tuple[str, str]:
+    """(caption, source) of an image without a caption file: the first that is set of its
+    folder's default caption, its kohya folder's class, the dataset's default caption and the
+    trigger word; ("", NO_CAPTION) when none is."""
+    for source, text in zip(CAPTION_FALLBACKS, (folder_default, kohya_class, default_caption,
+                                                trigger_word)):
+        if text.strip():
+            return text.strip(), source
+    return "", NO_CAPTION
+
+
+def refresh_caption_warnings(report: DatasetReport, warn_uncaptioned: bool = True) -> None:
+    """One warning line per kind of caption that trains empty (none is ever empty silently),
+    replacing the lines an earlier call added (after a caption was edited)."""
+    report.warnings = [w for w in report.warnings if w not in report.caption_warning_lines]
+    report.caption_warning_lines = []
     for source, why, fix in (
             (EMPTY_CAPTION_FILE, "have an empty caption file",
              "write a caption, or delete the file to use the default caption"),
@@ -208,8 +220,10 @@ def _caption_warnings(report: DatasetReport, warn_uncaptioned: bool) -> None:
         images = [item.image_path for item in report.items if item.caption_source == source]
         if images and (warn_uncaptioned or source != NO_CAPTION):
             names = ", ".join(p.name for p in images[:3]) + (", ..." if len(images) > 3 else "")
-            report.warnings.append(f"{len(images)} image(s) {why} ({names}): they train with "
-                                   f"an empty caption; {fix}.")
+            line = f"{len(images)} image(s) {why} ({names}): they train with an empty " \
+                f"caption; {fix}."
+            report.warnings.append(line)
+            report.caption_warning_lines.append(line)
 
 
 def _display(path: Path, root: Path) -> str:

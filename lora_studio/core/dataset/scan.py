@@ -87,6 +87,8 @@ class DatasetReport:
     subsets: list[SubsetSummary] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # nothing skipped, but worth knowing
     layout: str = "folder"  # "folder", "kohya" or "subsets"
+    # the lines of `warnings` about captions that train empty (replaced when captions change)
+    caption_warning_lines: list[str] = field(default_factory=list, repr=False)
 
     @property
     def usable(self) -> int:
