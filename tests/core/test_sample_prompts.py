@@ -135,3 +135,14 @@ def test_a_preview_renders_with_its_own_size_and_seed(tiny_model_dir, tmp_path,
     shown, reference = (np.asarray(p.image, dtype=int) for p in (own, same_seed))
     assert np.array_equal(shown, reference)  # --d 7 renders what sample.seed = 7 renders
     assert np.abs(np.asarray(plain.image, dtype=int) - shown).max() > 10  # seed 1234 differs
+
+
+def test_a_bad_option_fails_when_the_config_is_read_not_at_the_first_preview(tmp_path):
+    import pytest
+
+    from lora_studio.core.errors import ConfigError
+    from lora_studio.core.train.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="sample.prompts"):
+        config_from_dict({"dataset": {"path": "a"}, "output": {"path": str(tmp_path)},
+                          "sample": {"every": 10, "prompts": ["a cat --w wide"]}})

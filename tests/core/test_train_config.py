@@ -132,6 +132,29 @@ def test_every_key_has_help_text():
     assert TrainConfig().schema_version == 1
 
 
+def test_every_key_has_what_the_train_form_is_generated_from():
+    """Label, group and (for numbers and choices) a range that holds the default: the Train
+    form, its tooltips and its error messages come from these (config._f)."""
+    import dataclasses
+
+    from lora_studio.core.train.config import GROUPS, SECTIONS
+
+    labels = set()
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            key, meta = f"{section}.{f.name}", f.metadata
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert meta.get("label") and meta.get("group") in GROUPS, key
+            assert meta["label"] not in labels, f"{key}: two settings called {meta['label']}"
+            labels.add(meta["label"])
+            if "minimum" in meta:
+                assert meta["minimum"] <= default <= meta.get("maximum", default), key
+            if "choices" in meta:
+                choices = meta["choices"]
+                assert default in (choices() if callable(choices) else choices), key
+            assert isinstance(meta.get("advanced", False), bool), key
+
+
 def test_quickstart_preset_loads_trains_on_the_sample_data_and_writes_under_cwd(tmp_path,
                                                                               monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -62,8 +62,28 @@ SUBSET_KEYS: dict[str, Any] = {"path": "", "repeats": 1, "caption_extension": No
                                "default_caption": ""}
 
 
+# The groups of the Train form, in the order it shows them (a field's `group`).
+GROUPS = ("Model and data", "Dataset", "Buckets", "Captions", "LoRA", "Training", "Previews",
+          "Output")
+
+
+def _sampler_names() -> list[str]:
+    """The preview samplers (read when the form is built: no import cost here)."""
+    from lora_studio.core.generate.samplers import sampler_names
+
+    return sampler_names()
+
+
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text (shown by the UI and in saved configs' docs)."""
+    """A dataclass field with a help text (shown by the UI and in saved configs' docs).
+
+    The rest is metadata the Train form is generated from: `label` (its name on screen),
+    `group` (one of GROUPS), `choices` (the allowed values, or a function returning them) with
+    optional `choice_labels` ({value: text}), `minimum` / `maximum` / `step` of a number,
+    `special` (the text shown at the minimum, e.g. "off"), `unit` (a suffix, e.g. "steps"),
+    `widget` ("learning_rate": typed as text, "folder": with Browse, "prompts": one per line),
+    `placeholder`, and `advanced=True` for the settings behind the form's "Advanced" expander.
+    """
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -72,142 +92,239 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class ModelSection:
     base: str = _f("", "Base model: a diffusers folder, a .safetensors checkpoint or a hub id "
-                   "already in the local cache. Empty or \"tiny\" = the built-in tiny model.")
+                   "already in the local cache. Empty or \"tiny\" = the built-in tiny model.",
+                   label="Base model", group="Model and data")
 
 
 @dataclass
 class DatasetSection:
     path: str = _f("", "Folder of training images with caption files beside them, or a kohya "
                    "folder whose N_name subfolders each train N times per epoch (name = the "
-                   "caption of that folder's images without a caption file).")
+                   "caption of that folder's images without a caption file).",
+                   label="Dataset", group="Model and data")
     subsets: list = _f([], "Several image folders, each a [[dataset.subsets]] table with "
                        "path, repeats, caption_extension and default_caption (kohya's "
                        "image_dir, num_repeats, caption_extension, class_tokens). Used "
-                       "instead of dataset.path when given.")
-    caption_extension: str = _f(".txt", "Extension of the caption files (image.png → image.txt).")
+                       "instead of dataset.path when given.",
+                       label="Dataset folders", group="Model and data")
+    caption_extension: str = _f(".txt", "Extension of the caption files (image.png → image.txt).",
+                                label="Caption extension", group="Captions", advanced=True)
     default_caption: str = _f("", "Caption of images without a caption file (a kohya N_name "
-                              "folder's name comes next, then the trigger word).")
+                              "folder's name comes next, then the trigger word).",
+                              label="Default caption", group="Captions")
     trigger_word: str = _f("", "Word that calls up the LoRA (stored in the file's metadata; "
-                           "default: the default caption).")
+                           "default: the default caption).",
+                           label="Trigger word", group="Captions")
     resolution: int = _f(512, "Training resolution in pixels: buckets hold about "
-                         "resolution² pixels (without buckets, a resolution² square crop).")
+                         "resolution² pixels (without buckets, a resolution² square crop).",
+                         label="Resolution", group="Dataset", minimum=8, maximum=4096, step=64,
+                         unit="px")
     enable_bucket: bool = _f(True, "Aspect-ratio buckets (kohya's enable_bucket): each image "
                              "trains at the bucket of about resolution² pixels nearest its "
-                             "aspect ratio, so a portrait keeps its face. Off: square crops.")
+                             "aspect ratio, so a portrait keeps its face. Off: square crops.",
+                             label="Aspect-ratio buckets", group="Buckets", advanced=True)
     min_bucket_reso: int = _f(0, "Smallest bucket side in pixels (kohya's min_bucket_reso); "
-                              "0 = half the resolution (256 at 512, kohya's default).")
+                              "0 = half the resolution (256 at 512, kohya's default).",
+                              label="Smallest side", group="Buckets", minimum=0, maximum=8192,
+                              step=64, special="auto", unit="px", advanced=True)
     max_bucket_reso: int = _f(0, "Largest bucket side in pixels (kohya's max_bucket_reso); "
-                              "0 = twice the resolution (1024 at 512, kohya's default).")
+                              "0 = twice the resolution (1024 at 512, kohya's default).",
+                              label="Largest side", group="Buckets", minimum=0, maximum=8192,
+                              step=64, special="auto", unit="px", advanced=True)
     bucket_reso_steps: int = _f(64, "Bucket sides are multiples of this (kohya's "
-                                "bucket_reso_steps; 64 is safe for every model).")
+                                "bucket_reso_steps; 64 is safe for every model).",
+                                label="Side step", group="Buckets", minimum=8, maximum=512,
+                                step=8, unit="px", advanced=True)
     bucket_no_upscale: bool = _f(False, "Never enlarge an image: a small image gets a bucket "
-                                 "of its own size (kohya's bucket_no_upscale).")
+                                 "of its own size (kohya's bucket_no_upscale).",
+                                 label="Never upscale", group="Buckets", advanced=True)
     center_crop: bool = _f(True, "Crop the centre of each image to its bucket (false: a random "
-                           "crop, drawn per step when latents are not cached).")
+                           "crop, drawn per step when latents are not cached).",
+                           label="Centre crop", group="Dataset", advanced=True)
     random_flip: bool = _f(False, "Mirror images at random (doubles the latent cache). Leave "
                            "it off when a mirrored picture is wrong: text, logos, a face's "
-                           "parting or scar, diagonal stripes.")
+                           "parting or scar, diagonal stripes.",
+                           label="Mirror images", group="Dataset")
     repeats: int = _f(1, "How many times each image appears per epoch (multiplies a kohya "
-                      "folder's N).")
+                      "folder's N).",
+                      label="Repeats", group="Dataset", minimum=1, maximum=10000)
     shuffle_caption: bool = _f(False, "Shuffle the comma-separated tags of each caption every "
-                               "step (kohya's shuffle_caption; the first keep_tokens stay).")
+                               "step (kohya's shuffle_caption; the first keep_tokens stay).",
+                               label="Shuffle tags", group="Captions", advanced=True)
     keep_tokens: int = _f(0, "Tags at the start of a caption that shuffling and tag dropout "
-                          "leave in place (kohya's keep_tokens; 1 keeps the trigger word).")
+                          "leave in place (kohya's keep_tokens; 1 keeps the trigger word).",
+                          label="Keep first tags", group="Captions", minimum=0, maximum=255,
+                          advanced=True)
     keep_tokens_separator: str = _f("", "Tags before this separator stay in place, e.g. "
                                     "\"|||\" (kohya's keep_tokens_separator; overrides "
-                                    "keep_tokens in captions that hold it).")
+                                    "keep_tokens in captions that hold it).",
+                                    label="Keep separator", group="Captions", advanced=True)
     caption_dropout_rate: float = _f(0.0, "Share of steps trained with an empty caption "
-                                     "(kohya's caption_dropout_rate).")
+                                     "(kohya's caption_dropout_rate).",
+                                     label="Caption dropout", group="Captions", minimum=0.0,
+                                     maximum=1.0, step=0.05, special="off", advanced=True)
     caption_tag_dropout_rate: float = _f(0.0, "Share of tags dropped from a caption at each "
-                                         "step (kohya's caption_tag_dropout_rate).")
-    caption_prefix: str = _f("", "Text put before every caption (kohya's caption_prefix).")
-    caption_suffix: str = _f("", "Text put after every caption (kohya's caption_suffix).")
+                                         "step (kohya's caption_tag_dropout_rate).",
+                                         label="Tag dropout", group="Captions", minimum=0.0,
+                                         maximum=1.0, step=0.05, special="off", advanced=True)
+    caption_prefix: str = _f("", "Text put before every caption (kohya's caption_prefix).",
+                             label="Caption prefix", group="Captions", advanced=True)
+    caption_suffix: str = _f("", "Text put after every caption (kohya's caption_suffix).",
+                             label="Caption suffix", group="Captions", advanced=True)
     max_token_length: int = _f(75, "Caption tokens the text encoder reads: 75 (one CLIP "
                                "window; longer captions are cut and reported), 150 or 225 "
-                               "(kohya's max_token_length: 2 or 3 windows of 75).")
+                               "(kohya's max_token_length: 2 or 3 windows of 75).",
+                               label="Caption tokens", group="Captions",
+                               choices=MAX_TOKEN_LENGTHS, advanced=True)
     reg_path: str = _f("", "Folder of regularization images (kohya's reg_data_dir): pictures "
                        "of what the LoRA should leave alone, captioned without the trigger "
                        "word, trained beside the dataset (as many per epoch as dataset "
                        "images) so other prompts keep what the base model draws. kohya's "
                        "N_class subfolders work; an image without a caption is captioned "
-                       "with its folder's class. Empty = none.")
+                       "with its folder's class. Empty = none.",
+                       label="Reg images", group="Model and data", widget="folder",
+                       placeholder="none (optional)")
 
 
 @dataclass
 class LoraSection:
-    rank: int = _f(16, "LoRA rank (dim): size of the low-rank update.")
-    alpha: float = _f(16.0, "LoRA alpha: the update is scaled by alpha / rank.")
-    dropout: float = _f(0.0, "Dropout on the LoRA input during training (0 to < 1).")
+    rank: int = _f(16, "LoRA rank (dim): size of the low-rank update.",
+                   label="Rank", group="LoRA", minimum=1, maximum=1024)
+    alpha: float = _f(16.0, "LoRA alpha: the update is scaled by alpha / rank.",
+                      label="Alpha", group="LoRA", minimum=0.01, maximum=4096.0, step=1.0)
+    dropout: float = _f(0.0, "Dropout on the LoRA input during training (0 to < 1).",
+                        label="LoRA dropout", group="LoRA", minimum=0.0, maximum=0.95, step=0.05,
+                        special="off", advanced=True)
     targets: Any = _f("attention", "\"attention\", \"attention+mlp\" (kohya's default), "
                       "\"attention+mlp+conv\" (LoCon: also the ResNet convolutions), or a "
-                      "list of UNet module names (e.g. [\"to_q\", \"to_v\"]).")
-    train_text_encoder: bool = _f(False, "Also train a LoRA on the text encoder.")
+                      "list of UNet module names (e.g. [\"to_q\", \"to_v\"]).",
+                      label="Targets", group="LoRA", choices=tuple(TARGET_PRESETS))
+    train_text_encoder: bool = _f(False, "Also train a LoRA on the text encoder.",
+                                  label="Text encoder too", group="LoRA")
     text_encoder_lr: float = _f(0.0, "Learning rate of the text-encoder LoRA "
-                                "(0 = the same as train.learning_rate).")
+                                "(0 = the same as train.learning_rate).",
+                                label="Text encoder LR", group="LoRA", widget="learning_rate",
+                                minimum=0.0, special="same as LR")
 
 
 @dataclass
 class TrainSection:
-    steps: int = _f(1000, "Number of optimizer steps.")
+    steps: int = _f(1000, "Number of optimizer steps.",
+                    label="Steps", group="Training", minimum=1, maximum=10_000_000)
     max_train_epochs: int = _f(0, "Train this many epochs instead of train.steps (kohya's "
-                               "max_train_epochs; 0 = use train.steps).")
-    batch_size: int = _f(1, "Images per step on each process.")
-    gradient_accumulation: int = _f(1, "Batches summed before each optimizer step.")
-    learning_rate: float = _f(1e-4, "Learning rate of the UNet LoRA.")
-    lr_scheduler: str = _f("constant", "Learning-rate schedule: " + ", ".join(LR_SCHEDULERS) + ".")
-    warmup_steps: int = _f(0, "Steps of linear warm-up (schedulers with warm-up).")
-    optimizer: str = _f("adamw", "\"adamw\", or \"adamw8bit\" (needs bitsandbytes and CUDA).")
-    weight_decay: float = _f(1e-2, "AdamW weight decay.")
-    seed: int = _f(42, "Seed for LoRA init, data order, noise and timesteps.")
+                               "max_train_epochs; 0 = use train.steps).",
+                               label="Epochs", group="Training", minimum=0, maximum=100_000,
+                               special="off")
+    batch_size: int = _f(1, "Images per step on each process.",
+                         label="Batch size", group="Training", minimum=1, maximum=1024)
+    gradient_accumulation: int = _f(1, "Batches summed before each optimizer step.",
+                                    label="Accumulate", group="Training", minimum=1, maximum=1024,
+                                    advanced=True)
+    learning_rate: float = _f(1e-4, "Learning rate of the UNet LoRA.",
+                              label="Learning rate", group="Training", widget="learning_rate")
+    lr_scheduler: str = _f("constant", "Learning-rate schedule: " + ", ".join(LR_SCHEDULERS) + ".",
+                           label="LR schedule", group="Training", choices=LR_SCHEDULERS)
+    warmup_steps: int = _f(0, "Steps of linear warm-up (schedulers with warm-up).",
+                           label="Warm-up", group="Training", minimum=0, maximum=1_000_000,
+                           unit="steps", advanced=True)
+    optimizer: str = _f("adamw", "\"adamw\", or \"adamw8bit\" (needs bitsandbytes and CUDA).",
+                        label="Optimizer", group="Training", choices=OPTIMIZERS, advanced=True)
+    weight_decay: float = _f(1e-2, "AdamW weight decay.",
+                             label="Weight decay", group="Training", minimum=0.0, maximum=1.0,
+                             step=0.01, special="off", advanced=True)
+    seed: int = _f(42, "Seed for LoRA init, data order, noise and timesteps.",
+                   label="Seed", group="Training", minimum=0, maximum=2**31 - 1, advanced=True)
     device: str = _f("auto", "\"auto\" (CUDA, then Apple MPS, then CPU), \"cuda\", \"mps\" "
-                     "or \"cpu\".")
-    mixed_precision: str = _f("no", "\"no\" (fp32), \"fp16\" (CUDA) or \"bf16\".")
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory in the UNet.")
-    min_snr_gamma: float = _f(0.0, "Min-SNR loss weighting gamma (5 is usual; 0 = off).")
-    noise_offset: float = _f(0.0, "Noise offset (0.05-0.1 helps very dark/bright images).")
-    min_timestep: int = _f(0, "Lowest timestep trained (kohya's min_timestep; 0 = all).")
+                     "or \"cpu\".",
+                     label="Device", group="Training", choices=DEVICES, advanced=True)
+    mixed_precision: str = _f("no", "\"no\" (fp32), \"fp16\" (CUDA) or \"bf16\".",
+                              label="Precision", group="Training", choices=MIXED_PRECISIONS,
+                              choice_labels={"no": "fp32 (no)"})
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory in the UNet.",
+                                      label="Gradient checkpointing", group="Training",
+                                      advanced=True)
+    min_snr_gamma: float = _f(0.0, "Min-SNR loss weighting gamma (5 is usual; 0 = off).",
+                              label="Min-SNR gamma", group="Training", minimum=0.0, maximum=20.0,
+                              step=0.5, special="off", advanced=True)
+    noise_offset: float = _f(0.0, "Noise offset (0.05-0.1 helps very dark/bright images).",
+                             label="Noise offset", group="Training", minimum=0.0, maximum=1.0,
+                             step=0.01, special="off", advanced=True)
+    min_timestep: int = _f(0, "Lowest timestep trained (kohya's min_timestep; 0 = all).",
+                           label="Min timestep", group="Training", minimum=0, maximum=999,
+                           step=50, advanced=True)
     max_timestep: int = _f(1000, "Timesteps trained are below this (kohya's max_timestep; "
-                           "1000 = all). Lower it to teach details, not layout.")
+                           "1000 = all). Lower it to teach details, not layout.",
+                           label="Max timestep", group="Training", minimum=1, maximum=1000,
+                           step=50, advanced=True)
     preserve_base: float = _f(0.0, "Keep the base model where the trigger word is absent "
                               "(differential output preservation, as in ai-toolkit): each step "
                               "also teaches the LoRA to draw each caption without the trigger "
                               "word exactly as the base model does. Less bleed into other "
                               "prompts; about 2x the step time. 0 = off, 1 = usual; needs "
-                              "dataset.trigger_word.")
+                              "dataset.trigger_word.",
+                              label="Keep base", group="Training", minimum=0.0, maximum=10.0,
+                              step=0.5, special="off")
     prior_loss_weight: float = _f(1.0, "Weight of the regularization images' loss against "
-                                  "the dataset's (kohya's prior_loss_weight; 1 = equal).")
-    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).")
-    cache_latents: bool = _f(True, "Encode every image (and caption) once before training.")
+                                  "the dataset's (kohya's prior_loss_weight; 1 = equal).",
+                                  label="Reg weight", group="Model and data", minimum=0.0,
+                                  maximum=10.0, step=0.25)
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).",
+                              label="Clip gradients", group="Training", minimum=0.0,
+                              maximum=100.0, step=0.1, special="off", advanced=True)
+    cache_latents: bool = _f(True, "Encode every image (and caption) once before training.",
+                             label="Cache latents", group="Training", advanced=True)
 
 
 @dataclass
 class SampleSection:
-    every: int = _f(0, "Render preview images every N steps (0 = off).")
-    prompts: list = _f([], "Preview prompts (fixed; rendered with the fixed seed).")
-    negative_prompt: str = _f("", "Negative prompt of the previews.")
-    seed: int = _f(1234, "Seed of the previews (the same every time, to compare steps).")
-    steps: int = _f(20, "Denoising steps of a preview.")
-    cfg: float = _f(7.0, "Guidance scale of the previews.")
+    every: int = _f(0, "Render preview images every N steps (0 = off).",
+                    label="Preview every", group="Previews", minimum=0, maximum=10_000_000,
+                    step=50, special="off", unit="steps")
+    prompts: list = _f([], "Preview prompts (fixed; rendered with the fixed seed).",
+                       label="Prompts", group="Previews", widget="prompts",
+                       placeholder="One prompt per line (default: the trigger word)")
+    negative_prompt: str = _f("", "Negative prompt of the previews.",
+                              label="Negative prompt", group="Previews", advanced=True)
+    seed: int = _f(1234, "Seed of the previews (the same every time, to compare steps).",
+                   label="Preview seed", group="Previews", minimum=0, maximum=2**31 - 1,
+                   advanced=True)
+    steps: int = _f(20, "Denoising steps of a preview.",
+                    label="Preview steps", group="Previews", minimum=1, maximum=1000)
+    cfg: float = _f(7.0, "Guidance scale of the previews.",
+                    label="Guidance", group="Previews", minimum=0.0, maximum=30.0, step=0.5,
+                    advanced=True)
     sampler: str = _f("Euler a", "Sampler of the previews, by its A1111 name (as in "
-                      "`lora-studio generate --sampler`).")
+                      "`lora-studio generate --sampler`).",
+                      label="Sampler", group="Previews", choices=_sampler_names, advanced=True)
 
 
 @dataclass
 class CheckpointSection:
-    every: int = _f(0, "Save a resumable checkpoint every N steps (0 = off).")
+    every: int = _f(0, "Save a resumable checkpoint every N steps (0 = off).",
+                    label="Checkpoint every", group="Output", minimum=0, maximum=10_000_000,
+                    step=100, special="off", unit="steps", advanced=True)
 
 
 @dataclass
 class OutputSection:
     path: str = _f("output", "Output folder (LoRA files, the config used, checkpoints). A "
                    "path ending in .safetensors is the LoRA file itself: its folder is the "
-                   "output folder and its name the LoRA name.")
-    name: str = _f("lora", "File name of the LoRA (without .safetensors).")
-    format: str = _f("kohya", "\"kohya\" (A1111, ComfyUI, Forge) or \"diffusers\" (PEFT keys).")
-    save_every: int = _f(0, "Also save <name>-step<N>.safetensors every N steps (0 = off).")
+                   "output folder and its name the LoRA name.",
+                   label="Output folder", group="Output", widget="folder")
+    name: str = _f("lora", "File name of the LoRA (without .safetensors).",
+                   label="LoRA name", group="Output")
+    format: str = _f("kohya", "\"kohya\" (A1111, ComfyUI, Forge) or \"diffusers\" (PEFT keys).",
+                     label="Format", group="Output", choices=OUTPUT_FORMATS)
+    save_every: int = _f(0, "Also save <name>-step<N>.safetensors every N steps (0 = off).",
+                         label="Save every", group="Output", minimum=0, maximum=10_000_000,
+                         step=100, special="off", unit="steps", advanced=True)
     save_every_n_epochs: int = _f(0, "Also save <name>-<epoch>.safetensors at the end of every "
-                                  "N epochs, numbered as kohya does (0 = off).")
-    save_precision: str = _f("fp16", "Precision of the saved LoRA: fp16, bf16 or fp32.")
+                                  "N epochs, numbered as kohya does (0 = off).",
+                                  label="Save every N epochs", group="Output", minimum=0,
+                                  maximum=100_000, special="off", advanced=True)
+    save_precision: str = _f("fp16", "Precision of the saved LoRA: fp16, bf16 or fp32.",
+                             label="Save precision", group="Output", choices=SAVE_PRECISIONS,
+                             advanced=True)
 
 
 SECTIONS: dict[str, type] = {
@@ -354,6 +471,7 @@ class TrainConfig:
         _at_least("sample.steps", sa.steps, 1)
         _check(sa.cfg >= 0, "sample.cfg", f"must be >= 0, got {sa.cfg}")
         _check_sampler(sa.sampler)
+        _check_sample_prompts(self)
         _at_least("checkpoint.every", ck.every, 0)
         if not out.path:
             raise ConfigError("output.path", "is empty", "Set the folder to write the LoRA to.")
@@ -400,6 +518,14 @@ def _coerce_subsets(value: Any, base: Path) -> list[dict[str, Any]]:
         out["path"] = _resolve_path(out["path"], base)
         tables.append({name: v for name, v in out.items() if v is not None})  # TOML has no None
     return tables
+
+
+def _check_sample_prompts(cfg: TrainConfig) -> None:
+    """kohya's inline options (--w, --d, ...) of every preview prompt parse now, not at the first
+    preview hours into the run (raises the ConfigError naming the option and the prompt)."""
+    from lora_studio.core.train.sample_prompts import sample_prompts
+
+    sample_prompts(cfg)
 
 
 def _check_sampler(name: str) -> None:
