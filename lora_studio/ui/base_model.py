@@ -49,14 +49,20 @@ def short_label(spec: Any) -> str:
 
 def describe_spec(spec: str | None) -> str:
     """"SD 1.x", "SDXL", ... for `spec` (reads configs / headers only). Raises StudioError."""
+    return describe_arch(spec)[1]
+
+
+def describe_arch(spec: str | None) -> tuple[str, str]:
+    """(architecture, its name): ("sd1", "SD 1.x"), ("sdxl", "SDXL"), ... for `spec` (reads
+    configs / headers only; the built-in model is "sd1"). Raises StudioError."""
     from lora_studio.core.models.architecture import ARCH_DISPLAY
 
     if spec is None:
-        return ARCH_DISPLAY["sd1"]
+        return "sd1", ARCH_DISPLAY["sd1"]
     from lora_studio.core.models.loading import resolve_model
 
     source = resolve_model(spec)
-    return ARCH_DISPLAY.get(source.arch, source.arch)
+    return source.arch, ARCH_DISPLAY.get(source.arch, source.arch)
 
 
 class BaseModelChoice(QObject):
@@ -71,6 +77,7 @@ class BaseModelChoice(QObject):
         self._pool = TaskPool(max_threads=1, parent=self)
         self._spec: str | None = None
         self._description = ""
+        self._arch: str | None = None
         self._ok = True
         self._asked = 0  # which describe request is the current one (older answers dropped)
         if settings is not None:
@@ -93,6 +100,12 @@ class BaseModelChoice(QObject):
         return self._description
 
     @property
+    def arch(self) -> str | None:
+        """"sd1", "sd2", "sd2-v" or "sdxl" (the built-in model is "sd1"); None while it is
+        being worked out or when the model cannot be used. Known when `described` is emitted."""
+        return self._arch
+
+    @property
     def ok(self) -> bool:
         return self._ok
 
@@ -109,7 +122,7 @@ class BaseModelChoice(QObject):
         if spec == self._spec and self._description:
             return
         self._spec = spec
-        self._description = ""  # until `described` says what the new one is
+        self._description, self._arch = "", None  # until `described` says what it is
         if self._settings is not None:
             self._settings.setValue(KEY_BASE, spec or "")
             if spec is not None:
@@ -122,14 +135,14 @@ class BaseModelChoice(QObject):
         """Work out the architecture of the current spec in the background."""
         self._asked += 1
         asked, spec = self._asked, self._spec
-        self._description = ""
+        self._description, self._arch = "", None
 
-        def done(text: str, ok: bool) -> None:
+        def done(text: str, ok: bool, arch: str | None = None) -> None:
             if asked == self._asked:
-                self._description, self._ok = text, ok
+                self._description, self._ok, self._arch = text, ok, arch
                 self.described.emit(text, ok)
 
-        self._pool.submit(lambda: describe_spec(spec), lambda text: done(text, True),
+        self._pool.submit(lambda: describe_arch(spec), lambda found: done(found[1], True, found[0]),
                           lambda exc: done(error_text(exc), False))
 
     def wait(self, timeout_ms: int = 10_000) -> bool:

@@ -78,8 +78,11 @@ class MainWindow(QMainWindow):
         self.dataset_tab.status.connect(lambda text: self.status.showMessage(text, 8000))
         self.dataset_tab.report_changed.connect(self.train_tab.set_report)
         self.dataset_tab.report_changed.connect(self._hide_tour_for_other_folders)
+        # the Dataset tab plans with the Train tab's settings (buckets, batch size, tokens)
+        self.train_tab.form.setting_changed.connect(self._plan_dataset_with_train_settings)
+        self._plan_dataset_with_train_settings()
         self.base_model.changed.connect(self._on_base_model)
-        self.base_model.described.connect(lambda _text, _ok: self._show_base_model())
+        self.base_model.described.connect(self._on_described)
         self.train_tab.base_model_requested.connect(self.model_picker.choose)
         self.train_tab.lora_trained.connect(self._on_lora_trained)
         self.train_tab.compare_requested.connect(self.show_run_grid)
@@ -126,10 +129,14 @@ class MainWindow(QMainWindow):
     def _start_device_probe(self) -> None:
         probe = device_probe()
         if probe.text is not None:
-            self.status.set_device(probe.text)
+            self._on_device(probe.text)
             return
-        probe.ready.connect(self.status.set_device)
+        probe.ready.connect(self._on_device)
         probe.start()
+
+    def _on_device(self, text: str) -> None:
+        self.status.set_device(text)
+        self.train_tab.form.set_cuda(text.startswith("CUDA"))
 
     # ------------------------------------------------------------------ jobs
     def _on_job_event(self, event: ev.Event) -> None:
@@ -141,6 +148,12 @@ class MainWindow(QMainWindow):
         self.session_model.set_base_model(spec)
         self._show_base_model()
 
+    def _on_described(self, _text: str, _ok: bool) -> None:
+        """The architecture is known: the Train tab's defaults follow it."""
+        choice = self.base_model
+        self.train_tab.set_base_model(choice.spec, choice.label, choice.arch)
+        self._show_base_model()
+
     def _show_base_model(self) -> None:
         choice = self.base_model
         suffix = ""
@@ -148,10 +161,16 @@ class MainWindow(QMainWindow):
             suffix = f" ({choice.description})" if choice.ok else " (cannot be used)"
         self.status.set_base_model(choice.label + suffix)
 
-    def _hide_tour_for_other_folders(self, report) -> None:
+    def _hide_tour_for_other_folders(self, _report) -> None:
+        """The tour is about the sample dataset: it goes when another folder is opened (not
+        while the sample is checked again, when the report is None for a moment)."""
         sample = first_dataset_folder("")
-        if report is None or sample is None or report.root.resolve() != sample.resolve():
+        folder = self.dataset_tab.folder
+        if folder is None or sample is None or folder.resolve() != sample.resolve():
             self.dataset_tab.show_banner("")
+
+    def _plan_dataset_with_train_settings(self, _key: str = "*") -> None:
+        self.dataset_tab.set_training_config(self.train_tab.form.to_config(strict=False))
 
     def _on_lora_trained(self, path) -> None:
         """A finished run's LoRA goes into the Mix tab's library (read again if overwritten)."""

@@ -1,23 +1,23 @@
-"""Dataset tab: open or drop a folder, see every image with its caption, edit captions, and read
-the check report (skipped files with the reason, images without a caption).
+"""Dataset tab: open or drop a folder (a plain one or a kohya folder of `N_name` subfolders), see
+every image with its caption, set each folder's repeats, edit captions, see what the model sees
+of an image, and read what training will do (folders, buckets, steps, long captions).
 
-The check (`check_dataset` decodes every image) and the thumbnails run in background pools; the
-tab only ever touches widgets from the GUI thread.
+The check, the plan, token counts and previews run in background pools (`DatasetSession`), the
+thumbnails in the tab's own pool; the tab only ever touches widgets from the GUI thread. An
+unsaved caption is saved before anything replaces it (another image, another folder, a new
+check, closing the window).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QSettings, Qt, Signal
-from PySide6.QtGui import QImage, QKeySequence, QShortcut
+from PySide6.QtCore import QItemSelectionModel, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFileDialog,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QPlainTextEdit,
     QPushButton,
     QSplitter,
     QStackedWidget,
@@ -25,23 +25,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lora_studio.core.dataset import DatasetReport, check_dataset
+from lora_studio.core.dataset import DatasetItem, DatasetReport
+from lora_studio.core.dataset.plan import DatasetPlan
 from lora_studio.core.errors import StudioError
-from lora_studio.core.fileio import atomic_write_text
+from lora_studio.core.train.config import TrainConfig
+from lora_studio.ui.dataset_session import DatasetSession
+from lora_studio.ui.widgets.dataset_folders import FoldersBox
+from lora_studio.ui.widgets.dataset_side_panel import DatasetSidePanel
 from lora_studio.ui.widgets.drop_zone import DropHint, dataset_folder_for
 from lora_studio.ui.widgets.error_dialog import show_error
-from lora_studio.ui.widgets.image_grid import GridEntry, ImageGrid, ImageGridModel, load_thumbnail
-from lora_studio.ui.widgets.report_panel import ReportPanel
-from lora_studio.ui.workers import TaskPool, failed_event
+from lora_studio.ui.widgets.image_grid import GridEntry, ImageGrid, ImageGridModel
+from lora_studio.ui.workers import failed_event
 
-CAPTION_EXTENSION = ".txt"
 KEY_LAST_FOLDER = "dataset/last_folder"
 KEY_DEFAULT_CAPTION = "dataset/default_caption"
+MEASURE_DELAY_MS = 300  # typing pauses this long before the caption's tokens are counted
 
 
 class DatasetTab(QWidget):
-    """Signals: `report_changed(object)` with the current DatasetReport (or None) whenever the
-    dataset or a caption changes; `status(str)` with a short message for the status bar."""
+    """Signals: `report_changed(object)` with the current DatasetReport whenever the dataset or
+    a caption changes, None while a folder is being checked (or could not be); `status(str)`
+    with a short message for the status bar."""
 
     report_changed = Signal(object)
     status = Signal(str)
@@ -50,19 +54,51 @@ class DatasetTab(QWidget):
         super().__init__(parent)
         self.setObjectName("DatasetTab")
         self._settings = settings
-        self._report: DatasetReport | None = None
-        self._folder: Path | None = None
-        self._scan_generation = 0
-        self._scanning = False
         self._current_row = -1
-        self._scan_pool = TaskPool(max_threads=1, parent=self)
-        self._thumb_pool = TaskPool(max_threads=2, parent=self)
+        self._preview_key: tuple | None = None
+        self.session = DatasetSession(settings, self)
         self.model = ImageGridModel(self)
+        self._measure_timer = QTimer(self, singleShot=True, interval=MEASURE_DELAY_MS)
+        self._measure_timer.timeout.connect(self._measure_caption)
         self._build()
         self.trigger_edit.setText(str(settings.value(KEY_DEFAULT_CAPTION, "") or ""))
+        self.session.default_caption = self.default_caption
+        s = self.session
+        s.scan_started.connect(self._on_scan_started)
+        s.scanned.connect(self._on_scanned)
+        s.scan_failed.connect(self._on_scan_failed)
+        s.plan_changed.connect(self._on_plan_changed)
+        s.plan_failed.connect(self._on_plan_failed)
+        s.caption_measured.connect(self.editor.set_tokens)
+        s.thumbnail.connect(self.model.set_thumbnail)
+        s.preview_ready.connect(self.model_sees.show_preview)
+        s.preview_failed.connect(lambda exc: self.model_sees.show_message(
+            failed_event(exc).message))
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        splitter = self.splitter = QSplitter(Qt.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        splitter.addWidget(self._build_grid_side())
+        splitter.addWidget(self._build_side_panel())
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setSizes([760, 520])
+        self.banner = QLabel("")
+        self.banner.setObjectName("FirstRunBanner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 12, 12, 12)
+        layout.setSpacing(10)
+        layout.addWidget(self.banner)
+        layout.addLayout(self._build_top())
+        layout.addWidget(splitter, 1)
+        save = QShortcut(QKeySequence.Save, self)
+        save.setContext(Qt.WidgetWithChildrenShortcut)
+        save.activated.connect(lambda: self.editor.modified and self.save_caption())
+
+    def _build_top(self) -> QHBoxLayout:
         self.open_button = QPushButton("Open folder…")
         self.open_button.setObjectName("PrimaryButton")
         self.open_button.clicked.connect(self.open_folder_dialog)
@@ -77,7 +113,10 @@ class DatasetTab(QWidget):
         top.addWidget(self.open_button)
         top.addWidget(self.folder_label, 1)
         top.addWidget(self.rescan_button)
+        return top
 
+    def _build_grid_side(self) -> QWidget:
+        """The Folders box above the grid (or the drop hint while no image is there)."""
         self.drop_hint = DropHint()
         self.drop_hint.open_requested.connect(self.open_folder_dialog)
         self.grid = ImageGrid()
@@ -86,29 +125,21 @@ class DatasetTab(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.drop_hint)
         self.stack.addWidget(self.grid)
-
-        splitter = QSplitter(Qt.Horizontal)
-        splitter.setChildrenCollapsible(False)
-        splitter.addWidget(self.stack)
-        splitter.addWidget(self._build_side_panel())
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        splitter.setSizes([640, 360])
-        self.splitter = splitter
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 12, 12, 12)
-        layout.setSpacing(10)
-        self.banner = QLabel("")
-        self.banner.setObjectName("FirstRunBanner")
-        self.banner.setWordWrap(True)
-        self.banner.hide()
-        layout.addWidget(self.banner)
-        layout.addLayout(top)
-        layout.addWidget(splitter, 1)
-        save = QShortcut(QKeySequence.Save, self)
-        save.setContext(Qt.WidgetWithChildrenShortcut)
-        save.activated.connect(self.save_caption)
+        folders = self.folders = FoldersBox()
+        folders.hide()
+        # each edit checks the folders again; the check saves an unsaved caption first
+        folders.repeats_changed.connect(self.session.set_repeats)
+        folders.caption_changed.connect(self.session.set_folder_caption)
+        folders.remove_requested.connect(self.session.remove_folder)
+        folders.reset_requested.connect(self.session.reset_folders)
+        folders.add_requested.connect(self.add_folder_dialog)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.setSpacing(8)
+        left_layout.addWidget(folders)
+        left_layout.addWidget(self.stack, 1)
+        return left
 
     def show_banner(self, text: str) -> None:
         """A note above the grid (the first-run tour); "" hides it."""
@@ -116,79 +147,49 @@ class DatasetTab(QWidget):
         self.banner.setVisible(bool(text))
 
     def _build_side_panel(self) -> QWidget:
-        self.trigger_edit = QLineEdit()
-        self.trigger_edit.setObjectName("TriggerEdit")
-        self.trigger_edit.setPlaceholderText("e.g. zqstar")
-        self.trigger_edit.setToolTip("Used as the caption of images that have no caption file, "
-                                     "and stored in the LoRA as its trigger word.")
+        side = self.side_panel = DatasetSidePanel()
+        self.trigger_edit, self.caption_tabs = side.trigger_edit, side.caption_tabs
+        self.editor, self.model_sees, self.report_panel = side.editor, side.model_sees, \
+            side.report_panel
+        self.caption_edit, self.save_button = self.editor.caption_edit, self.editor.save_button
+        self.revert_button, self.image_label = self.editor.revert_button, self.editor.image_label
+        self.caption_status = self.editor.caption_status
         self.trigger_edit.editingFinished.connect(self._on_default_caption_edited)
-        trigger_box = QGroupBox("Trigger word / default caption")
-        trigger_layout = QVBoxLayout(trigger_box)
-        trigger_layout.addWidget(self.trigger_edit)
-
-        self.image_label = QLabel("Select an image to edit its caption.")
-        self.image_label.setObjectName("CaptionImageLabel")
-        self.image_label.setWordWrap(True)
-        self.caption_edit = QPlainTextEdit()
-        self.caption_edit.setObjectName("CaptionEdit")
-        self.caption_edit.setPlaceholderText("Caption: describe what varies in this image.")
-        self.caption_edit.setTabChangesFocus(True)
-        self.caption_edit.setFixedHeight(84)
-        self.caption_edit.setEnabled(False)
-        self.caption_edit.modificationChanged.connect(self._on_caption_modified)
-        self.save_button = QPushButton("Save caption")
-        self.save_button.setObjectName("PrimaryButton")
-        self.save_button.setToolTip("Write the caption file beside the image (Ctrl+S)")
         self.save_button.clicked.connect(self.save_caption)
-        self.revert_button = QPushButton("Revert")
         self.revert_button.clicked.connect(self._show_caption_of_current)
-        self.caption_status = QLabel("")
-        self.caption_status.setObjectName("HintLabel")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.caption_status, 1)
-        buttons.addWidget(self.revert_button)
-        buttons.addWidget(self.save_button)
-        caption_box = QGroupBox("Caption")
-        caption_layout = QVBoxLayout(caption_box)
-        caption_layout.addWidget(self.image_label)
-        caption_layout.addWidget(self.caption_edit)
-        caption_layout.addLayout(buttons)
-        self._on_caption_modified(False)
-
-        self.report_panel = ReportPanel()
-        report_box = QGroupBox("Check report")
-        report_layout = QVBoxLayout(report_box)
-        report_layout.addWidget(self.report_panel)
-
-        side = QWidget()
-        side_layout = QVBoxLayout(side)
-        side_layout.setContentsMargins(0, 0, 0, 0)
-        side_layout.setSpacing(10)
-        side_layout.addWidget(trigger_box)
-        side_layout.addWidget(caption_box)
-        side_layout.addWidget(report_box, 1)
-        side.setMinimumWidth(300)
+        self.caption_edit.textChanged.connect(self._on_caption_text_changed)
+        self.caption_tabs.currentChanged.connect(lambda _i: self._refresh_preview())
+        self.report_panel.image_clicked.connect(self.select_row)
         return side
 
     # ------------------------------------------------------------------ public API
     @property
     def report(self) -> DatasetReport | None:
-        return self._report
+        return self.session.report
+
+    @property
+    def plan(self) -> DatasetPlan | None:
+        return self.session.plan
 
     @property
     def folder(self) -> Path | None:
-        return self._folder
+        return self.session.folder
 
     @property
     def is_scanning(self) -> bool:
-        return self._scanning
+        return self.session.scanning
 
     @property
     def default_caption(self) -> str:
         return self.trigger_edit.text().strip()
 
+    def set_training_config(self, cfg: TrainConfig) -> None:
+        """Plan with `cfg` (resolution, batch size, buckets, caption options; a copy is kept):
+        a re-plan of the folder already checked, or a new check if the check itself changes."""
+        self.session.set_config(cfg)
+
     def open_folder_dialog(self) -> None:
-        start = str(self._folder or self._settings.value(KEY_LAST_FOLDER, "") or Path.home())
+        start = str(self.folder or self._settings.value(KEY_LAST_FOLDER, "") or Path.home())
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of images", start)
         if folder:
             self.load_folder(Path(folder))
@@ -207,102 +208,104 @@ class DatasetTab(QWidget):
         """Check `folder` in the background; the grid and report fill in when it is done."""
         self._autosave()
         folder = Path(folder)
-        self._folder = folder
         self._settings.setValue(KEY_LAST_FOLDER, str(folder))
         self.folder_label.setText(str(folder))
         self.folder_label.setToolTip(str(folder))
-        self.rescan()
+        self.session.open(folder)
 
     def rescan(self) -> None:
-        if self._folder is None:
-            return
-        self._scan_generation += 1
-        generation = self._scan_generation
-        self._scanning = True
-        self.rescan_button.setEnabled(False)
-        self.report_panel.show_message(f"Checking {self._folder.name}…")
-        self.status.emit(f"Checking {self._folder}…")
-        folder, default = self._folder, self.default_caption
-        self._scan_pool.submit(
-            lambda: check_dataset(folder, caption_extension=CAPTION_EXTENSION,
-                                  default_caption=default),
-            lambda report: self._on_scanned(generation, report),
-            lambda exc: self._on_scan_failed(generation, exc))
+        self._autosave()
+        self.session.scan()
+
+    def add_folder_dialog(self) -> None:
+        start = str(self.folder or Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of images", start)
+        if folder:
+            self.add_folder(Path(folder))
+
+    def add_folder(self, folder: Path) -> None:
+        """Train `folder` too: the dataset becomes a list of folders (checked again)."""
+        self.session.add_folder(folder)
 
     def select_row(self, row: int) -> None:
         index = self.model.index(row)
         self.grid.selectionModel().setCurrentIndex(index, QItemSelectionModel.ClearAndSelect)
+        self.grid.scrollTo(index)
 
     def save_caption(self) -> bool:
-        """Write the edited caption beside the current image (atomically); True when written."""
-        row = self._current_row
-        if self._report is None or not 0 <= row < len(self._report.items):
+        """Write the edited caption beside the current image (atomically); True when written.
+        An empty caption is written as an empty file: the image trains with no caption."""
+        item = self._item()
+        if item is None:
             return False
-        item = self._report.items[row]
-        text = " ".join(self.caption_edit.toPlainText().split())
-        target = item.caption_path or item.image_path.with_suffix(CAPTION_EXTENSION)
+        text = self.editor.text()
         try:
-            atomic_write_text(target, text)
+            target = self.session.save_caption(item, text)
         except OSError as exc:
-            show_error(self, f"Could not save the caption to {target}: {exc.strerror or exc}",
-                       "Check that the folder is writable.")
+            show_error(self, f"Could not save the caption of {item.image_path.name}: "
+                       f"{exc.strerror or exc}", "Check that the folder is writable.")
             return False
-        if text:
-            item.caption, item.caption_path = text, target
-            if item.image_path in self._report.missing_captions:
-                self._report.missing_captions.remove(item.image_path)
-        else:  # an empty caption file means "use the default caption"
-            item.caption, item.caption_path = self._report.default_caption, None
-            if item.image_path not in self._report.missing_captions:
-                self._report.missing_captions.append(item.image_path)
-        self.model.set_caption(row, item.caption, item.caption_path is not None)
-        self.caption_edit.document().setModified(False)
-        self.caption_status.setText(f"Saved to {target.name}")
-        self.report_panel.show_report(self._report)
-        self.report_changed.emit(self._report)
+        self.model.set_caption(self._current_row, item.caption, True)
+        self.editor.mark_saved(f"Saved to {target.name}" if text else
+                               f"Saved an empty {target.name}: this image trains with no "
+                               "caption")
+        self.editor.show_note(item, self.report.subsets[item.subset].caption_extension)
+        self._show_report()
+        self._refresh_preview()
+        self.report_changed.emit(self.report)
         return True
 
     def shutdown(self) -> None:
-        """Stop background work before the window goes away."""
+        """Save what is unsaved and stop background work before the window goes away."""
         self._autosave()
-        self._scan_generation += 1
-        self._scan_pool.shutdown()
-        self._thumb_pool.shutdown()
+        self.session.shutdown()
+        self.folders.flush()  # a repeats edit still waiting is remembered (no check now)
 
     # ------------------------------------------------------------------ scan results
-    def _on_scanned(self, generation: int, report: DatasetReport) -> None:
-        if generation != self._scan_generation:
-            return  # a newer scan superseded this one
-        self._scanning = False
-        self.rescan_button.setEnabled(True)
-        self._report = report
+    def _on_scan_started(self) -> None:
+        self._autosave()
+        self.rescan_button.setEnabled(False)
+        self.folders.setEnabled(False)
+        self.editor.set_busy("Checking the folder…")
+        self.model_sees.show_message("Checking the folder…")
+        self._preview_key = None
+        name = self.folder.name if self.folder else ""
+        self.report_panel.show_message(f"Checking {name}…")
+        self.status.emit(f"Checking {self.folder}…")
+        self.report_changed.emit(None)
+
+    def _on_scanned(self, report: DatasetReport) -> None:
+        selected = self._item()
         self._current_row = -1
-        self._thumb_pool.cancel_pending()
+        self.rescan_button.setEnabled(True)
         self.model.set_entries([GridEntry(item.image_path, item.caption,
                                           item.caption_path is not None)
                                 for item in report.items])
         self.stack.setCurrentWidget(self.grid if report.items else self.drop_hint)
+        self.folders.set_rows(self.session.folder_rows(), report.layout)
+        self.folders.setEnabled(True)
+        self.folders.setVisible(bool(report.subsets))
         self._show_caption_of_current()
-        self.report_panel.show_report(report)
+        self._show_report()
         self.status.emit(f"{report.root.name}: {report.usable} usable, "
-                         f"{len(report.skipped)} skipped")
+                         f"{len(report.skipped)} skipped, {report.images_per_epoch} per epoch")
         self.report_changed.emit(report)
-        for row, item in enumerate(report.items):
-            path = item.image_path
-            self._thumb_pool.submit(lambda p=path: load_thumbnail(p),
-                                    lambda image, r=row, g=generation: self._on_thumb(g, r, image),
-                                    lambda exc, r=row, g=generation: self._on_thumb(g, r, QImage()))
+        self.session.load_thumbnails()
         if report.items:
-            self.select_row(0)
+            rows = [i for i, it in enumerate(report.items)
+                    if selected is not None and it.image_path == selected.image_path]
+            self.select_row(rows[0] if rows else 0)
 
-    def _on_scan_failed(self, generation: int, exc: BaseException) -> None:
-        if generation != self._scan_generation:
-            return
-        self._scanning = False
+    def _on_scan_failed(self, exc: BaseException) -> None:
+        self._current_row = -1
         self.rescan_button.setEnabled(True)
-        self._report = None
         self.model.set_entries([])
+        listed = self.session.subsets is not None  # a folder list that fails can be reset
+        self.folders.set_rows([], "subsets" if listed else "folder")
+        self.folders.setEnabled(True)
+        self.folders.setVisible(listed)
         self.stack.setCurrentWidget(self.drop_hint)
+        self._show_caption_of_current()
         failed = failed_event(exc)
         self.report_panel.show_message(failed.message)
         self.status.emit("The folder could not be checked.")
@@ -310,53 +313,83 @@ class DatasetTab(QWidget):
         if not isinstance(exc, StudioError):
             show_error(self, failed.message, failed.details)
 
-    def _on_thumb(self, generation: int, row: int, image: QImage) -> None:
-        if generation == self._scan_generation:
-            self.model.set_thumbnail(row, image)
+    def _on_plan_changed(self, plan: DatasetPlan) -> None:
+        self._show_report()
+        self._refresh_preview()
+        self._measure_caption()
+
+    def _on_plan_failed(self, exc: BaseException) -> None:
+        """The training settings cannot plan this folder: the report stays, the error on top."""
+        self._show_report()
+        self.report_panel.summary.setText(failed_event(exc).message)
+
+    def _show_report(self) -> None:
+        self.report_panel.show_report(self.report, self.plan, self.session.captions_checked)
 
     # ------------------------------------------------------------------ captions
+    def _item(self) -> DatasetItem | None:
+        report, row = self.report, self._current_row
+        return report.items[row] if report is not None and 0 <= row < len(report.items) \
+            else None
+
     def _on_current_changed(self, current, previous) -> None:
         self._autosave()
         self._current_row = current.row() if current.isValid() else -1
         self._show_caption_of_current()
 
     def _autosave(self) -> None:
-        """Unsaved caption edits are saved when another image is selected (never dropped)."""
-        if self.caption_edit.document().isModified():
+        """Unsaved caption edits are saved before anything replaces them (never dropped). Only
+        Save writes an unchanged caption (e.g. an explicit empty one for an uncaptioned image)."""
+        if self.editor.changed:
             self.save_caption()
 
     def _show_caption_of_current(self) -> None:
-        row = self._current_row
-        has_item = self._report is not None and 0 <= row < len(self._report.items)
-        self.caption_edit.setEnabled(has_item)
-        if not has_item:
-            self.image_label.setText("Select an image to edit its caption.")
-            self.caption_edit.setPlainText("")
+        item = self._item()
+        if item is None:
+            self.editor.show_nothing()
         else:
-            item = self._report.items[row]
-            source = (item.caption_path.name if item.caption_path
-                      else f"no {CAPTION_EXTENSION} file yet: saving creates one")
-            self.image_label.setText(f"<b>{item.image_path.name}</b> · {source}")
-            self.caption_edit.setPlainText(item.caption if item.caption_path else "")
-        self.caption_edit.document().setModified(False)
-        self.caption_status.setText("")
-        self._on_caption_modified(False)
+            self.editor.show_item(item, self.report.subsets[item.subset].caption_extension)
+            self._measure_caption()
+        if self.is_scanning:
+            self.editor.set_busy("Checking the folder…")
+        self._refresh_preview()
 
-    def _on_caption_modified(self, modified: bool) -> None:
-        self.save_button.setEnabled(modified)
-        self.revert_button.setEnabled(modified)
-        if modified:
-            self.caption_status.setText("Unsaved changes")
+    def _on_caption_text_changed(self) -> None:
+        if self.editor.modified:
+            self._measure_timer.start()
+
+    def _measure_caption(self) -> None:
+        item = self._item()
+        text = self.editor.text() if self.editor.modified or item is None else item.caption
+        if text:
+            self.session.measure(text)
+        else:
+            self.editor.set_tokens(None)
 
     def _on_default_caption_edited(self) -> None:
         text = self.default_caption
         self._settings.setValue(KEY_DEFAULT_CAPTION, text)
-        if self._report is None or text == self._report.default_caption:
+        if not self.session.apply_default_caption(text):
             return
-        self._report.default_caption = text
-        for row, item in enumerate(self._report.items):
+        for row, item in enumerate(self.report.items):
             if item.caption_path is None:
-                item.caption = text
-                self.model.set_caption(row, text, False)
-        self.report_panel.show_report(self._report)
-        self.report_changed.emit(self._report)
+                self.model.set_caption(row, item.caption, False)
+        if not self.editor.modified:
+            self._show_caption_of_current()
+        self._show_report()
+        self.report_changed.emit(self.report)
+
+    # ------------------------------------------------------------------ what the model sees
+    def _refresh_preview(self) -> None:
+        """Ask for what the model sees of the current image when that tab is shown and the
+        image, its caption or the plan changed."""
+        if not self.side_panel.showing_model_sees() or self.is_scanning:
+            return
+        item = self._item()
+        key = (id(self.plan), item.image_path if item else None, item.caption if item else None)
+        if key == self._preview_key:
+            return
+        self._preview_key, self._preview_plan = key, self.plan  # (keeps id(plan) unique)
+        if item is not None:
+            self.model_sees.show_message(f"Reading {item.image_path.name}…")
+        self.session.request_preview(item.image_path if item else None)

@@ -7,8 +7,14 @@ i.e. in the worker thread (it imports torch). The tab reads the job only through
 JobRunner carries and steers it only through the runner (cancel). The loss curve redraws on a
 timer (`LossPlot`), never once per event, so a fast run cannot flood the GUI thread.
 
-The base model is the window's shared choice (`set_base_model`); a loaded preset that names one
-asks for it with `base_model_requested`.
+The base model is the window's shared choice (`set_base_model(spec, label, arch)`): the
+settings the person has not changed follow its architecture (`core/train/presets.py`); a loaded
+preset that names one asks for it with `base_model_requested`.
+
+The dataset is the Dataset tab's report (`set_report`): one folder, a kohya folder, or several
+folders with their own repeats (`layout == "subsets"`, trained as `[[dataset.subsets]]`). Above
+the Start button, the plan of that dataset with the current settings (its buckets and the epoch
+arithmetic, `core/dataset/plan.py`) follows every setting it depends on.
 
 Signals:
   base_model_requested(str)  a preset named this base model (the window's picker switches to it)
@@ -42,8 +48,10 @@ from lora_studio.core.dataset import DatasetReport
 from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
+from lora_studio.core.train.presets import read_preset, validate_settings
 from lora_studio.ui.base_model import normal_spec
 from lora_studio.ui.widgets.error_dialog import show_error
+from lora_studio.ui.widgets.plan_view import PLAN_KEYS, PlanView, dataset_summary, subset_tables
 from lora_studio.ui.widgets.train_form import TrainForm
 from lora_studio.ui.widgets.train_run_view import TrainRunView, format_eta
 from lora_studio.ui.workers import Job, JobRunner
@@ -51,7 +59,8 @@ from lora_studio.ui.workers import Job, JobRunner
 JOB_NAME = "training"
 KEY_NAME = "train/name"
 KEY_LAST_CONFIG = "train/last_config"  # the TOML of the last run started (without its dataset)
-PLACEHOLDER_PATH = "<set when training starts>"
+KEY_LAST_ARCH = "train/last_arch"  # the architecture whose defaults that config started from
+KEY_LAST_EDITED = "train/last_edited"  # the keys of it the person had changed
 
 __all__ = ["TrainTab", "training_job", "format_eta", "read_preset"]
 
@@ -65,30 +74,6 @@ def training_job(config: TrainConfig) -> Job:
         return run_training_job(config, emit, control)
 
     return job
-
-
-def read_preset(path: str | Path) -> TrainConfig:
-    """A preset / saved config from TOML, like `load_config`, except that it may name no dataset
-    (the Dataset tab provides it). Raises ConfigError naming a bad key."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("preset", f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("preset", f"{path} is not valid TOML: {exc}") from None
-    cfg = config_from_dict(data, base_dir=path.resolve().parent, validate=False)
-    validate_settings(cfg)
-    return cfg
-
-
-def validate_settings(cfg: TrainConfig) -> None:
-    """`cfg.validate()`, accepting an empty dataset path (a preset holds settings, not data) and
-    an empty output folder (the form's automatic one)."""
-    probe = copy.deepcopy(cfg)
-    probe.dataset.path = probe.dataset.path or PLACEHOLDER_PATH
-    probe.output.path = probe.output.path or PLACEHOLDER_PATH
-    probe.validate()
 
 
 class TrainTab(QWidget):
@@ -105,6 +90,7 @@ class TrainTab(QWidget):
         self._settings = settings
         self._job_factory = job_factory
         self._report: DatasetReport | None = None
+        self.plan = None  # the DatasetPlan shown above the Start button (None: no dataset)
         self._ours = False  # the running job is this tab's
         self._cancelling = False
         self.last_config: TrainConfig | None = None  # the config of the last run started
@@ -112,7 +98,7 @@ class TrainTab(QWidget):
         self.trained_lora: Path | None = None  # the LoRA the last finished run saved
         self._build()
         self._restore_settings()
-        self.form.steps_spin.valueChanged.connect(self._show_planned_steps)
+        self.form.setting_changed.connect(self._on_setting_changed)
         self._show_planned_steps(self.form.steps_spin.value())
         runner.event.connect(self._on_event)
         runner.finished.connect(self._on_finished)
@@ -123,21 +109,6 @@ class TrainTab(QWidget):
     def _build(self) -> None:
         self.form = TrainForm()
         self.dataset_label = self.form.dataset_label
-        self.load_preset_action = QAction("Load preset…", self)
-        self.load_preset_action.setToolTip("Load settings from a TOML preset or a config saved "
-                                           "beside a trained LoRA.")
-        self.load_preset_action.triggered.connect(self._load_preset_dialog)
-        self.save_preset_action = QAction("Save preset…", self)
-        self.save_preset_action.setToolTip("Save these settings as a TOML preset (it also runs "
-                                           "from the command line: lora-studio train FILE).")
-        self.save_preset_action.triggered.connect(self._save_preset_dialog)
-        presets_menu = QMenu(self)
-        presets_menu.setToolTipsVisible(True)
-        presets_menu.addAction(self.load_preset_action)
-        presets_menu.addAction(self.save_preset_action)
-        self.presets_button = QPushButton("Presets")
-        self.presets_button.setToolTip("Load or save these settings as a TOML preset.")
-        self.presets_button.setMenu(presets_menu)
         form_holder = QWidget()
         holder_layout = QVBoxLayout(form_holder)
         holder_layout.setContentsMargins(0, 0, 6, 0)
@@ -150,24 +121,14 @@ class TrainTab(QWidget):
         scroll.setWidget(form_holder)
         self.form_scroll = scroll
 
-        self.start_button = QPushButton("Start training")
-        self.start_button.setObjectName("PrimaryButton")
-        self.start_button.clicked.connect(self.start_training)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop after the current step and save the LoRA trained "
-                                      "so far (a checkpoint too, to resume later).")
-        self.cancel_button.clicked.connect(self.cancel_training)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.presets_button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.start_button)
-
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(scroll, 1)
-        left_layout.addLayout(buttons)
+        self.plan_view = PlanView()
+        self.plan_view.planned.connect(self._on_planned)
+        left_layout.addWidget(self.plan_view)
+        left_layout.addLayout(self._build_buttons())
 
         splitter = QSplitter(Qt.Horizontal)
         splitter.setChildrenCollapsible(False)
@@ -185,20 +146,52 @@ class TrainTab(QWidget):
             lambda: view.result_path and self.compare_requested.emit(view.result_path.parent))
         splitter.addWidget(view)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([440, 810])
+        splitter.setSizes([560, 720])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(splitter)
+
+    def _build_buttons(self) -> QHBoxLayout:
+        """Presets (load / save), Cancel and Start."""
+        self.load_preset_action = QAction("Load preset…", self)
+        self.load_preset_action.setToolTip("Load settings from a TOML preset or a config saved "
+                                           "beside a trained LoRA.")
+        self.load_preset_action.triggered.connect(self._load_preset_dialog)
+        self.save_preset_action = QAction("Save preset…", self)
+        self.save_preset_action.setToolTip("Save these settings as a TOML preset (it also runs "
+                                           "from the command line: lora-studio train FILE).")
+        self.save_preset_action.triggered.connect(self._save_preset_dialog)
+        presets_menu = QMenu(self)
+        presets_menu.setToolTipsVisible(True)
+        presets_menu.addAction(self.load_preset_action)
+        presets_menu.addAction(self.save_preset_action)
+        self.presets_button = QPushButton("Presets")
+        self.presets_button.setToolTip("Load or save these settings as a TOML preset.")
+        self.presets_button.setMenu(presets_menu)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("PrimaryButton")
+        self.start_button.clicked.connect(self.start_training)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current step and save the LoRA trained "
+                                      "so far (a checkpoint too, to resume later).")
+        self.cancel_button.clicked.connect(self.cancel_training)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.presets_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.start_button)
+        return buttons
 
     def _restore_settings(self) -> None:
         text = str(self._settings.value(KEY_LAST_CONFIG, "") or "")
         if text:
             try:
                 cfg = config_from_dict(tomllib.loads(text), validate=False)
-                cfg.dataset.path = ""
+                cfg.dataset.path, cfg.dataset.subsets = "", []
                 validate_settings(cfg)
-                self.form.set_config(cfg)
-            except (tomllib.TOMLDecodeError, StudioError):
+                arch, edited = self._last_defaults()
+                self.form.set_config(cfg, arch=arch, edited=edited)
+            except (tomllib.TOMLDecodeError, StudioError, ValueError):
                 pass  # settings from another version: start from the defaults
         name = str(self._settings.value(KEY_NAME, "") or "")
         if name:
@@ -206,17 +199,18 @@ class TrainTab(QWidget):
 
     # ------------------------------------------------------------------ public API
     def set_report(self, report: DatasetReport | None) -> None:
-        """The dataset the Dataset tab opened (None: closed)."""
+        """The dataset the Dataset tab opened (None: closed). Its layout decides what trains:
+        the folder `report.root` ("folder", "kohya"), or its `subsets` ("subsets")."""
         self._report = report
         if report is None:
             self.form.set_dataset(None)
         else:
-            trigger = f" · trigger “{report.default_caption}”" if report.default_caption else ""
             first = report.items[0].caption if report.items else ""
+            subsets = subset_tables(report, self.form.to_config(strict=False))
             self.form.set_dataset(report.root, report.default_caption,
-                                  summary=f"{report.root.name}: {report.usable} images{trigger}",
-                                  first_caption=first.split(",")[0].strip())
-        self._update_buttons()
+                                  summary=dataset_summary(report),
+                                  first_caption=first.split(",")[0].strip(), subsets=subsets)
+        self._update_buttons()  # the form's setting_changed("dataset.path") re-plans
 
     def set_dataset(self, path: str | Path | None, default_caption: str = "") -> None:
         """Train on the folder `path` (without a scan report: the trainer checks the images)."""
@@ -224,20 +218,26 @@ class TrainTab(QWidget):
         self.form.set_dataset(path, default_caption)
         self._update_buttons()
 
-    def set_base_model(self, spec: str | None, label: str) -> None:
-        """Train on `spec` (the window's base model; None = the built-in tiny model)."""
-        self.form.set_base_model(spec, label)
+    def set_base_model(self, spec: str | None, label: str, arch: str | None = None) -> None:
+        """Train on `spec` (the window's base model; None = the built-in tiny model) of the
+        architecture `arch` ("sd1", "sd2", "sd2-v", "sdxl"; None while it is not known): the
+        settings the person has not changed take that architecture's defaults."""
+        self.form.set_base_model(spec, label, arch)
 
     def build_config(self) -> TrainConfig:
         """The validated TrainConfig the form describes; ConfigError names a bad key."""
         cfg = self.form.to_config()
-        if not cfg.dataset.path:
+        folders = [("dataset.path", cfg.dataset.path)] if not cfg.dataset.subsets else [
+            (f"dataset.subsets[{i}].path", t["path"]) for i, t in
+            enumerate(cfg.dataset.subsets, start=1)]
+        if not cfg.dataset.path and not cfg.dataset.subsets:
             raise ConfigError("dataset.path", "no dataset is open",
                               "Open a folder of images in the Dataset tab first.")
-        if not Path(cfg.dataset.path).is_dir():
-            raise ConfigError("dataset.path", f"the folder {cfg.dataset.path} does not exist",
-                              "It may have been moved or deleted: open the dataset again in "
-                              "the Dataset tab.")
+        for key, folder in folders:
+            if not Path(folder).is_dir():
+                raise ConfigError(key, f"the folder {folder} does not exist",
+                                  "It may have been moved or deleted: open the dataset again "
+                                  "in the Dataset tab.")
         if cfg.sample.every and not cfg.sample.prompts:
             raise ConfigError("sample.prompts", "is empty but previews are on",
                               "Write a prompt (e.g. the trigger word), or set “Preview every” "
@@ -286,7 +286,7 @@ class TrainTab(QWidget):
         preset's dataset is used only when none is open."""
         cfg = read_preset(path)
         if self.form.dataset_path:
-            cfg.dataset.path = ""  # the form keeps its dataset
+            cfg.dataset.path, cfg.dataset.subsets = "", []  # the form keeps its dataset
         base = cfg.model.base
         self.form.set_config(cfg)
         self._update_buttons()
@@ -328,10 +328,36 @@ class TrainTab(QWidget):
 
         self._settings.setValue(KEY_NAME, config.output.name)
         saved = copy.deepcopy(config)
-        saved.dataset.path = ""
+        saved.dataset.path, saved.dataset.subsets = "", []
         if not self.form.output_edit.text().strip():
             saved.output.path = ""  # an automatic output folder stays automatic
         self._settings.setValue(KEY_LAST_CONFIG, config_to_toml(saved))
+        self._settings.setValue(KEY_LAST_ARCH, self.form.arch)
+        self._settings.setValue(KEY_LAST_EDITED, sorted(self.form.edited_keys) or ["-"])
+
+    def _last_defaults(self) -> tuple[str | None, set[str] | None]:
+        """(architecture, edited keys) saved with the last config; (None, None) if unknown."""
+        arch = self._settings.value(KEY_LAST_ARCH, None)
+        edited = self._settings.value(KEY_LAST_EDITED, None)
+        if not arch or edited is None:
+            return None, None
+        keys = [edited] if isinstance(edited, str) else list(edited)
+        return str(arch), {str(k) for k in keys if k != "-"}
+
+    # ------------------------------------------------------------------ dataset plan
+    def _on_setting_changed(self, key: str) -> None:
+        if key in PLAN_KEYS:
+            self._replan()
+
+    def _replan(self) -> None:
+        """Show the buckets and epoch arithmetic of the open dataset with the form's settings
+        (`_on_planned` follows, at once or from the background for a large dataset)."""
+        self.plan_view.show_dataset(self._report, self.form.to_config(strict=False),
+                                    self.form.label_for)
+
+    def _on_planned(self, plan) -> None:
+        self.plan = plan
+        self._show_planned_steps(plan.total_steps if plan else self.form.steps_spin.value())
 
     def _show_planned_steps(self, steps: int) -> None:
         """Before a run the bar reads "0 / <the form's steps>", not Qt's default of 100."""
