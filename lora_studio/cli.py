@@ -273,13 +273,21 @@ def _add_screenshot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="steps of the main LoRA (default 40, a quick look; the README's "
                         "pictures use 1500, the quickstart's, so its previews show the star)")
+    p.add_argument("--workbench", type=Path, default=None, metavar="DATASET",
+                   help="instead: the Dataset tab's workbench and the Train tab's bucket table "
+                        "for this (kohya) folder at 512 px, no training")
     p.set_defaults(handler=_run_screenshot)
 
 
 def _run_screenshot(args: argparse.Namespace) -> int:
-    from lora_studio.ui.screenshot import SCREENSHOT_STEPS, take_screenshots
+    from lora_studio.ui.screenshot import (SCREENSHOT_STEPS, take_screenshots,
+                                           take_workbench_screenshots)
 
-    for path in take_screenshots(args.out, args.dataset, args.steps or SCREENSHOT_STEPS):
+    if args.workbench is not None:
+        paths = take_workbench_screenshots(args.out, args.workbench)
+    else:
+        paths = take_screenshots(args.out, args.dataset, args.steps or SCREENSHOT_STEPS)
+    for path in paths:
         print(path)
     return 0
 

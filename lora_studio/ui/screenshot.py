@@ -147,6 +147,64 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
     return paths
 
 
+def take_workbench_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str |
+                               os.PathLike[str], resolution: int = 512,
+                               image: str = "") -> list[Path]:
+    """Save `dataset-workbench.png` (a kohya folder open: its folders and repeats, the report
+    scrolled to the bucket table, "What the model sees" of `image` (default: the first
+    portrait)) and `train-plan.png` (the Train tab with the bucket table above Start) at
+    `resolution` (the README's pictures: SD 1.5's 512). No training."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QSettings
+    from PySide6.QtGui import QTextCursor
+
+    from lora_studio.ui.app import create_application
+    from lora_studio.ui.main_window import MainWindow
+
+    app = create_application([sys.argv[0]])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        home_before = os.environ.get("LORA_STUDIO_HOME")
+        os.environ["LORA_STUDIO_HOME"] = str(Path(tmp) / "home")
+        settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.IniFormat)
+        window = MainWindow(settings, restore_dataset=False, probe_device=False)
+        window.status.set_device("CPU")
+        window.resize(1400, 900)
+        window.show()
+        window.train_tab.form.resolution_spin.setValue(resolution)
+        window.open_paths([Path(dataset_dir)])
+        tab = window.dataset_tab
+        _wait_until(app, lambda: tab.report is not None and not tab.is_scanning
+                    and tab.model.thumbnails_loaded() == tab.model.rowCount(), 60.0)
+        items = tab.report.items if tab.report else []
+        chosen = next((i for i, item in enumerate(items) if item.image_path.name == image
+                       or (not image and item.size[1] > item.size[0])), 0)
+        tab.select_row(chosen)
+        tab.side_panel.caption_tabs.setCurrentWidget(tab.model_sees)
+        _wait_until(app, lambda: False, 3.0)  # the preview and token counts come from pools
+        details = tab.report_panel.details
+        found = details.document().find("Buckets")
+        if not found.isNull():
+            details.setTextCursor(found)
+            details.moveCursor(QTextCursor.End)
+            details.setTextCursor(found)
+            details.ensureCursorVisible()
+        paths = [out / "dataset-workbench.png", out / "train-plan.png"]
+        _wait_until(app, lambda: False, 0.3)
+        window.grab().save(str(paths[0]))
+        window.tabs.setCurrentWidget(window.train_tab)
+        _wait_until(app, lambda: False, 1.0)
+        window.grab().save(str(paths[1]))
+        window.close()
+        window.deleteLater()
+        if home_before is None:
+            os.environ.pop("LORA_STUDIO_HOME", None)
+        else:
+            os.environ["LORA_STUDIO_HOME"] = home_before
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = args[0] if args else "docs/screenshots"
