@@ -37,6 +37,11 @@ from lora_studio.ui.dataset_work import (
     measure_caption,
     preview_of,
     record_saved_caption,
+    record_tag_changes,
+    restore_captions,
+    run_doctor,
+    tag_edit,
+    undo_tag_edit,
 )
 from lora_studio.ui.widgets.image_grid import load_thumbnail
 from lora_studio.ui.workers import TaskPool
@@ -91,7 +96,9 @@ class DatasetSession(QObject):
     in `plan`); `scan_failed(exception)`; `plan_changed(plan)` when a re-plan or the token
     count arrived; `caption_measured(window)`; `preview_ready(SeenPreview | None)`;
     `preview_failed(exception)`; `plan_failed(exception)` when the settings cannot plan the
-    report (it is kept)."""
+    report (it is kept); `doctor_ready(DoctorReport)` / `doctor_failed(exception)`;
+    `tags_edited(changes)` after a tag edit or its undo was written and the report updated in
+    place, `tags_lacking(image paths)`, `tags_failed(exception)`."""
 
     scan_started = Signal()
     scanned = Signal(object)
@@ -102,6 +109,11 @@ class DatasetSession(QObject):
     preview_ready = Signal(object)
     preview_failed = Signal(object)
     thumbnail = Signal(int, object)  # (row, QImage; a null one when it cannot be read)
+    doctor_ready = Signal(object)
+    doctor_failed = Signal(object)
+    tags_edited = Signal(object)
+    tags_lacking = Signal(object)
+    tags_failed = Signal(object)
 
     def __init__(self, settings: QSettings, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -118,8 +130,11 @@ class DatasetSession(QObject):
         self._pool = TaskPool(max_threads=1, parent=self)  # scans and plans, in order
         self._side_pool = TaskPool(max_threads=1, parent=self)  # token counts and previews
         self._thumb_pool = TaskPool(max_threads=2, parent=self)
+        self._tool_pool = TaskPool(max_threads=1, parent=self)  # the doctor and tag edits
         self._scan, self._plan = _Latest(), _Latest()
         self._measure, self._preview, self._thumbs = _Latest(), _Latest(), _Latest()
+        self._doctor = _Latest()
+        self._undo: list[tuple[list, DatasetReport, Any]] = []  # applied tag edits, last last
 
     # ------------------------------------------------------------------ settings
     @property
@@ -329,10 +344,81 @@ class DatasetSession(QObject):
                 self._thumbs.wrap(generation, lambda image, r=row: self.thumbnail.emit(r, image)),
                 self._thumbs.wrap(generation, lambda exc, r=row: self.thumbnail.emit(r, QImage())))
 
+    # ------------------------------------------------------------------ doctor and tag tools
+    def run_doctor(self) -> None:
+        """Diagnose the dataset with the current settings in the pool; `doctor_ready` follows."""
+        if self.folder is None or self._closed:
+            return
+        generation = self._doctor.next()
+        cfg = self.scan_config()
+        self._tool_pool.submit(lambda: run_doctor(cfg),
+                               self._doctor.wrap(generation, self.doctor_ready.emit),
+                               self._doctor.wrap(generation, self.doctor_failed.emit))
+
+    @property
+    def can_undo_tags(self) -> bool:
+        return bool(self._undo)
+
+    def edit_tags(self, operation: str, text: str, other: str = "",
+                  images: list[Path] | None = None) -> bool:
+        """Run a tag operation (`dataset_work.TAG_OPERATIONS`) over every image, or `images`,
+        in the pool: the files are written there, the report updated here; False when there is
+        no checked report to edit."""
+        from lora_studio.core.dataset.tags import targets_from_report
+
+        report = self.report
+        if report is None or self.scanning or self._closed:
+            return False
+        targets = targets_from_report(report)
+        if images is not None:
+            chosen = set(images)
+            targets = [t for t in targets if t.image_path in chosen]
+        self._tool_pool.submit(lambda: tag_edit(targets, operation, text, other),
+                               lambda result: self._on_tags_done(report, operation, result),
+                               self.tags_failed.emit)
+        return True
+
+    def undo_tags(self) -> bool:
+        """Put back the files of the last tag edit (exactly) in the pool."""
+        if not self._undo or self._closed:
+            return False
+        changes, report, before = entry = self._undo.pop()
+        self._tool_pool.submit(lambda: undo_tag_edit(changes),
+                               lambda done: self._on_tags_undone(report, before, done),
+                               lambda exc: (self._undo.append(entry), self.tags_failed.emit(exc)))
+        return True
+
+    def _on_tags_done(self, report: DatasetReport, operation: str, result: list) -> None:
+        if operation == "missing":
+            self.tags_lacking.emit([t.image_path for t in result])
+            return
+        if result:  # (no change: nothing was written)
+            current = report is self.report and not self.scanning
+            before = record_tag_changes(report, result) if current else None
+            self._undo.append((result, report, before))
+            self._after_tag_files(current)
+        self.tags_edited.emit(result)
+
+    def _on_tags_undone(self, report: DatasetReport, before: Any, changes: list) -> None:
+        current = report is self.report and not self.scanning and before is not None
+        if current:
+            restore_captions(report, before)
+        self._after_tag_files(current)
+        self.tags_edited.emit(changes)
+
+    def _after_tag_files(self, updated: bool) -> None:
+        """Count the captions again after the report was updated in place; check the folder
+        again when the report the edit was planned on has been replaced since."""
+        if updated:
+            self.recheck_captions()
+        elif not self.scanning:
+            self.scan()
+
     def shutdown(self) -> None:
         """Drop every pending result and wait for running work; no scan starts after this."""
         self._closed = True
-        for latest in (self._scan, self._plan, self._measure, self._preview, self._thumbs):
+        for latest in (self._scan, self._plan, self._measure, self._preview, self._thumbs,
+                       self._doctor):
             latest.next()
-        for pool in (self._pool, self._side_pool, self._thumb_pool):
+        for pool in (self._pool, self._side_pool, self._thumb_pool, self._tool_pool):
             pool.shutdown()

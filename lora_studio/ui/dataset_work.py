@@ -28,7 +28,6 @@ from lora_studio.core.train.config import TrainConfig
 PREVIEW_SIDE = 768  # the original with its crop drawn is shrunk to this in the pool
 
 
-
 @dataclass
 class SeenPreview:
     """What the model sees of one image, as PIL images and text (made in the pool)."""
@@ -127,3 +126,72 @@ def record_saved_caption(report: DatasetReport, item: DatasetItem, text: str,
     refresh_caption_warnings(report)
 
 
+# ------------------------------------------------------------------ doctor and tag tools
+TAG_OPERATIONS = ("add", "remove", "replace", "trigger", "missing")
+
+
+def run_doctor(cfg: TrainConfig):
+    """The dataset doctor's report of `cfg`'s dataset (runs in the pool)."""
+    from lora_studio.core.dataset.doctor import doctor_from_config
+
+    load_tokenizer()  # the long-caption findings count tokens
+    return doctor_from_config(cfg)
+
+
+def tag_edit(targets: list, operation: str, text: str, other: str = "") -> list:
+    """Plan and write one tag edit over `targets` (runs in the pool): the `CaptionChange`s
+    written, or for "missing" the targets whose caption lacks the tag (nothing written)."""
+    from lora_studio.core.dataset import tags
+
+    if operation == "missing":
+        return tags.missing_tag(targets, text)
+    changes = {"add": lambda: tags.add_tag(targets, text, where_missing=True),
+               "remove": lambda: tags.remove_tag(targets, text),
+               "replace": lambda: tags.replace_tag(targets, text, other),
+               "trigger": lambda: tags.add_trigger(targets, text)}[operation]()
+    tags.apply_changes(changes)
+    return changes
+
+
+def undo_tag_edit(changes: list) -> list:
+    """Put back the files of an applied edit, exactly (runs in the pool)."""
+    from lora_studio.core.dataset import tags
+
+    tags.undo(changes)
+    return changes
+
+
+@dataclass
+class CaptionsBefore:
+    """What a report said of the captions a tag edit changed (to undo the edit in place)."""
+
+    items: dict[Path, tuple[str, Path | None, str]]  # image: (caption, caption file, source)
+    warnings: list[str]
+    warning_lines: list[str]
+    missing: list[Path]
+
+
+def record_tag_changes(report: DatasetReport, changes: list) -> CaptionsBefore:
+    """Update `report` in place after `changes` were written (as a caption save does, for each
+    changed file); returns what it said before, for `restore_captions`."""
+    before = CaptionsBefore({}, list(report.warnings), list(report.caption_warning_lines),
+                            list(report.missing_captions))
+    items = {item.image_path: item for item in report.items}
+    for change in changes:
+        item = items.get(change.image_path)
+        if item is not None:
+            before.items[item.image_path] = (item.caption, item.caption_path,
+                                             item.caption_source)
+            record_saved_caption(report, item, change.new_text, change.path)
+    return before
+
+
+def restore_captions(report: DatasetReport, before: CaptionsBefore) -> None:
+    """Undo `record_tag_changes` in place, once the files are put back."""
+    for item in report.items:
+        if item.image_path in before.items:
+            item.caption, item.caption_path, item.caption_source = before.items[item.image_path]
+    report.warnings, report.caption_warning_lines = list(before.warnings), \
+        list(before.warning_lines)
+    report.missing_captions[:] = before.missing
+    refresh_caption_warnings(report)

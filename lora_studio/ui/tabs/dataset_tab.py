@@ -30,6 +30,7 @@ from lora_studio.core.dataset.plan import DatasetPlan
 from lora_studio.core.errors import StudioError
 from lora_studio.core.train.config import TrainConfig
 from lora_studio.ui.dataset_session import DatasetSession
+from lora_studio.ui.widgets.dataset_doctor import DatasetTools
 from lora_studio.ui.widgets.dataset_folders import FoldersBox
 from lora_studio.ui.widgets.dataset_side_panel import DatasetSidePanel
 from lora_studio.ui.widgets.drop_zone import DropHint, dataset_folder_for
@@ -74,6 +75,7 @@ class DatasetTab(QWidget):
         s.preview_ready.connect(self.model_sees.show_preview)
         s.preview_failed.connect(lambda exc: self.model_sees.show_message(
             failed_event(exc).message))
+        self.tools = DatasetTools(self)  # the Doctor tab and the tag tools
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -254,6 +256,23 @@ class DatasetTab(QWidget):
         self._refresh_preview()
         self.report_changed.emit(self.report)
         return True
+
+    def refresh_captions(self, images: list[Path]) -> None:
+        """Show the captions of `images` again after their files changed (the report was
+        updated in place: no new check)."""
+        if self.report is None:
+            return
+        for path in images:
+            row = self.model.row_of(path)
+            if row >= 0:
+                item = self.report.items[row]
+                self.model.set_caption(row, item.caption, item.caption_path is not None)
+        item = self._item()
+        if item is not None and item.image_path in images and not self.editor.modified:
+            self._show_caption_of_current()
+        self._show_report()
+        self._refresh_preview()
+        self.report_changed.emit(self.report)
 
     def shutdown(self) -> None:
         """Save what is unsaved and stop background work before the window goes away."""

@@ -1,6 +1,6 @@
 """The right-hand side of the Dataset tab: the trigger word / default caption, the caption
-editor with "What the model sees" on a second tab beside it, and the report of what training
-will do (the two halves split, so either can be given more room)."""
+editor with "What the model sees" and the "Doctor" (with the tag tools) on tabs beside it, and
+the report of what training will do (the two halves split, so either can be given more room)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGroupBox, QLineEdit, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from lora_studio.ui.widgets.caption_editor import CaptionEditor
+from lora_studio.ui.widgets.dataset_doctor import DoctorPanel
 from lora_studio.ui.widgets.model_sees import ModelSeesPanel
 from lora_studio.ui.widgets.report_panel import ReportPanel
 
 
 class DatasetSidePanel(QSplitter):
-    """Holds `trigger_edit`, `caption_tabs` (`editor`, `model_sees`) and `report_panel`."""
+    """Holds `trigger_edit`, `caption_tabs` (`editor`, `model_sees`, `doctor` with the tag
+    tools) and `report_panel`."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(Qt.Vertical, parent)
@@ -32,6 +34,8 @@ class DatasetSidePanel(QSplitter):
         self.caption_tabs.setObjectName("CaptionTabs")
         self.caption_tabs.addTab(self.editor, "Caption")
         self.caption_tabs.addTab(self.model_sees, "What the model sees")
+        self.doctor = DoctorPanel()
+        self.caption_tabs.addTab(self.doctor, "Doctor")
 
         self.report_panel = ReportPanel()
         report_box = QGroupBox("What training will do")
