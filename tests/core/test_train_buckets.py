@@ -158,3 +158,29 @@ def test_save_every_n_epochs_writes_kohya_numbered_files_and_a_safetensors_path_
     assert files == ["blob-000001.safetensors", "blob-000002.safetensors", "blob.safetensors"]
     assert (tmp_path / "loras" / "blob.safetensors").is_file()
     assert metadata(tmp_path / "loras" / "blob-000002.safetensors")["ss_steps"] == "6"
+
+
+def test_a_resumed_bucketed_run_with_shuffled_captions_ends_as_an_unbroken_one(
+        tiny_model_dir, kohya, tmp_path):
+    from lora_studio.core.jobs import JobControl
+    from test_train_loop import lora_tensors
+
+    # 64 px buckets in steps of 32 (64x64, 32x128, 96x32, ...): several sizes, cheap steps
+    settings = dict(train={"steps": 4, "batch_size": 2, "cache_latents": False},
+                    dataset={"random_flip": True, "center_crop": False, "resolution": 64,
+                             "bucket_reso_steps": 32, "shuffle_caption": True,
+                             "caption_tag_dropout_rate": 0.2},
+                    checkpoint={"every": 2})
+    unbroken = photo_config(tiny_model_dir, kohya, tmp_path / "a", **settings)
+    assert isinstance(run(unbroken).terminal, ev.Finished)
+    stopped = photo_config(tiny_model_dir, kohya, tmp_path / "b", **settings)
+    control = JobControl()
+    rec = run(stopped, control, on_event=lambda e: isinstance(e, ev.StepProgress)
+              and e.step == 2 and control.cancel())
+    assert isinstance(rec.terminal, ev.Cancelled)
+    assert "3 bucket size(s)" in logs(rec) or "bucket size(s)" not in logs(rec)
+    rec = run(stopped, resume=tmp_path / "b" / "checkpoints" / "step-2")
+    assert [e.step for e in rec.of(ev.StepProgress)] == [3, 4]
+    a, b = lora_tensors(unbroken.lora_path), lora_tensors(stopped.lora_path)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
