@@ -65,6 +65,12 @@ def _final_mode(target: Path) -> int:
         return _DEFAULT_FILE_MODE & ~_current_umask()
 
 
+def new_folder_mode() -> int:
+    """The permission bits `os.mkdir` would give a folder under the process umask (a staging
+    folder from `tempfile.mkdtemp` is 0700: chmod it to this before moving it into place)."""
+    return 0o777 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path in the target's folder; on success fsync it and `os.replace` it over

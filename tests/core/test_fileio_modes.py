@@ -171,3 +171,16 @@ def test_umask_fallback_without_proc(tmp_path, set_umask, monkeypatch):
     atomic_write_text(tmp_path / "b.txt", "b")
     assert calls == []  # cached
     assert _mode(tmp_path / "b.txt") == 0o640
+
+
+def test_a_saved_model_folder_gets_the_mode_of_an_ordinary_folder(tmp_path, set_umask):
+    """A fused / tiny model is saved into a mkdtemp staging folder (0700) and renamed."""
+    from lora_studio.core.models.tiny import save_pipeline_folder
+
+    class FakePipe:
+        def save_pretrained(self, folder, safe_serialization=True):
+            (Path(folder) / "model_index.json").write_text("{}")
+
+    set_umask(0o022)
+    save_pipeline_folder(FakePipe(), tmp_path / "fused")
+    assert stat.S_IMODE((tmp_path / "fused").stat().st_mode) == 0o755

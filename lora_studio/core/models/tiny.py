@@ -78,11 +78,14 @@ def tiny_text_config(tokenizer, hidden: int, act: str, projection: int):
 
 def save_pipeline_folder(pipe, out_dir: str | Path) -> None:
     """save_pretrained into a staging folder, then move it into place: never half a model."""
+    from lora_studio.core.fileio import new_folder_mode
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         pipe.save_pretrained(staging, safe_serialization=True)
+        staging.chmod(new_folder_mode())  # mkdtemp's 0700 would hide it from other users
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)
