@@ -10,6 +10,7 @@ the Generate tab, and saves one PNG per tab.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -94,30 +95,47 @@ def _real_generation(app, window, work_dir: Path, timeout_s: float = 120.0) -> b
     return done
 
 
-def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str] |
-                     None = None, steps: int = SCREENSHOT_STEPS) -> list[Path]:
-    """Save `dataset.png`, `train.png`, `mix.png`, `generate.png` into `out_dir`; returns them.
-    `steps`: of the main LoRA (a second one, 16 steps at rank 4, is stacked beside it)."""
+@contextlib.contextmanager
+def _offscreen_window(size: tuple[int, int]):
+    """An offscreen main window with throw-away settings and a throw-away user data folder (the
+    Mix library shows only what is made here); closed, and the environment restored, after.
+    Yields (app, window, temporary folder)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings
 
-    from lora_studio.core.paths import sample_dataset_dir
     from lora_studio.ui.app import create_application
     from lora_studio.ui.main_window import MainWindow
 
     app = create_application([sys.argv[0]])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = Path(dataset_dir) if dataset_dir else sample_dataset_dir()
     with tempfile.TemporaryDirectory() as tmp:
-        # a throw-away user data folder too: the Mix library shows only what is made here
         home_before = os.environ.get("LORA_STUDIO_HOME")
         os.environ["LORA_STUDIO_HOME"] = str(Path(tmp) / "home")
         settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.IniFormat)
         window = MainWindow(settings, restore_dataset=False, probe_device=False)
         window.status.set_device("CPU")
-        window.resize(*SIZE)
+        window.resize(*size)
         window.show()
+        try:
+            yield app, window, Path(tmp)
+        finally:
+            window.close()
+            window.deleteLater()
+            if home_before is None:
+                os.environ.pop("LORA_STUDIO_HOME", None)
+            else:
+                os.environ["LORA_STUDIO_HOME"] = home_before
+
+
+def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str] |
+                     None = None, steps: int = SCREENSHOT_STEPS) -> list[Path]:
+    """Save `dataset.png`, `train.png`, `mix.png`, `generate.png` into `out_dir`; returns them.
+    `steps`: of the main LoRA (a second one, 16 steps at rank 4, is stacked beside it)."""
+    from lora_studio.core.paths import sample_dataset_dir
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = Path(dataset_dir) if dataset_dir else sample_dataset_dir()
+    with _offscreen_window(SIZE) as (app, window, tmp):
         window.open_paths([dataset])
         tab = window.dataset_tab
         _wait_until(app, lambda: tab.report is not None and not tab.is_scanning
@@ -126,11 +144,11 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
             tab.select_row(1)
         trained = []
         for name, run_steps, rank in (("zqstar_soft", 16, 4), ("zqstar", steps, 8)):
-            if _real_training(app, window, Path(tmp), name, run_steps, rank) and \
+            if _real_training(app, window, tmp, name, run_steps, rank) and \
                     window.train_tab.trained_lora is not None:
                 trained.append(window.train_tab.trained_lora)
         _real_mix(app, window, trained[::-1])
-        _real_generation(app, window, Path(tmp))
+        _real_generation(app, window, tmp)
         paths = []
         for index in range(window.tabs.count()):
             window.tabs.setCurrentIndex(index)
@@ -138,12 +156,6 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
             path = out / f"{window.tabs.tabText(index).lower()}.png"
             window.grab().save(str(path))
             paths.append(path)
-        window.close()
-        window.deleteLater()
-        if home_before is None:
-            os.environ.pop("LORA_STUDIO_HOME", None)
-        else:
-            os.environ["LORA_STUDIO_HOME"] = home_before
     return paths
 
 
@@ -154,24 +166,11 @@ def take_workbench_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str
     scrolled to the bucket table, "What the model sees" of `image` (default: the first
     portrait)) and `train-plan.png` (the Train tab with the bucket table above Start) at
     `resolution` (the README's pictures: SD 1.5's 512). No training."""
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QSettings
-    from PySide6.QtGui import QTextCursor
-
-    from lora_studio.ui.app import create_application
-    from lora_studio.ui.main_window import MainWindow
-
-    app = create_application([sys.argv[0]])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        home_before = os.environ.get("LORA_STUDIO_HOME")
-        os.environ["LORA_STUDIO_HOME"] = str(Path(tmp) / "home")
-        settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.IniFormat)
-        window = MainWindow(settings, restore_dataset=False, probe_device=False)
-        window.status.set_device("CPU")
-        window.resize(1400, 900)
-        window.show()
+    with _offscreen_window((1400, 900)) as (app, window, _tmp):
+        from PySide6.QtGui import QTextCursor
+
         window.train_tab.form.resolution_spin.setValue(resolution)
         window.open_paths([Path(dataset_dir)])
         tab = window.dataset_tab
@@ -196,12 +195,6 @@ def take_workbench_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str
         window.tabs.setCurrentWidget(window.train_tab)
         _wait_until(app, lambda: False, 1.0)
         window.grab().save(str(paths[1]))
-        window.close()
-        window.deleteLater()
-        if home_before is None:
-            os.environ.pop("LORA_STUDIO_HOME", None)
-        else:
-            os.environ["LORA_STUDIO_HOME"] = home_before
     return paths
 
 
