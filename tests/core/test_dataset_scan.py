@@ -284,6 +284,7 @@ def test_a_folder_named_n_name_trains_n_times(tmp_path):
     save(rgb(), tmp_path / "10_chelsea cat" / "a.png")
     report = check_dataset(tmp_path / "10_chelsea cat")
     assert [(i.repeats, i.caption) for i in report.items] == [(10, "chelsea cat")]
+    assert "    10_chelsea cat   10 x 1 image = 10 per epoch" in format_report(report)
 
 
 # ---------------------------------------------------------------- report output

@@ -240,11 +240,14 @@ def _plural(n: int, word: str) -> str:
 def format_folders(report: DatasetReport) -> list[str]:
     """One line per folder: repeats x images = images per epoch, and its fallback caption."""
     lines = []
-    width = max((len(_display(s.path, report.root)) for s in report.subsets), default=0)
+    def name(s: SubsetSummary) -> str:  # the folder itself by its name, not "."
+        return s.path.name if s.path == report.root else _display(s.path, report.root)
+
+    width = max((len(name(s)) for s in report.subsets), default=0)
     for s in report.subsets:
         fallback = s.default_caption or s.kohya_class
         note = f'  (uncaptioned images: "{fallback}")' if fallback else ""
-        lines.append(f"    {_display(s.path, report.root) or '.':<{width}}  {s.repeats:>3} x "
+        lines.append(f"    {name(s):<{width}}  {s.repeats:>3} x "
                      f"{_plural(s.images, 'image')} = {s.repeats * s.images} per epoch{note}")
     return lines
 

@@ -80,7 +80,8 @@ def _folders_html(report: DatasetReport) -> str:
         fallback = s.default_caption or s.kohya_class
         note = (f" <span class='note'>uncaptioned: “{escape(fallback)}”</span>"
                 if fallback else "")
-        parts.append(f"<li><b>{escape(_rel(s.path, report.root))}</b>: {s.repeats} × "
+        name = s.path.name if s.path == report.root else _rel(s.path, report.root)
+        parts.append(f"<li><b>{escape(name)}</b>: {s.repeats} × "
                      f"{_plural(s.images, 'image')} = {s.repeats * s.images} per epoch{note}"
                      "</li>")
     parts.append(f"</ul><p>{_plural(report.usable, 'image')}, "
