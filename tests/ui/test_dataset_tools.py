@@ -7,36 +7,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 from PySide6.QtCore import Qt
 
-from dataset_fixtures import CAT_FOLDER, COFFEE_FOLDER, make_kohya_folder
+from dataset_fixtures import CAT_FOLDER, COFFEE_FOLDER
 from lora_studio.core.dataset import doctor
 from lora_studio.ui.tabs.dataset_tab import DatasetTab
 
 TIMEOUT = 30_000
 
 
-@pytest.fixture
-def kohya(tmp_path) -> Path:
-    return make_kohya_folder(tmp_path)
-
-
-@pytest.fixture
-def make_tab(qtbot, settings):
-    made = []
-
-    def make() -> DatasetTab:
-        tab = DatasetTab(settings)
-        qtbot.addWidget(tab)
-        tab.resize(1400, 860)
-        tab.show()
-        made.append(tab)
-        return tab
-
-    yield make
-    for tab in made:
-        tab.shutdown()
+from test_dataset_tab import kohya, make_tab  # noqa: E402,F401 - the tab's own fixtures
 
 
 def opened(qtbot, make_tab, folder: Path) -> DatasetTab:
