@@ -53,8 +53,9 @@ from lora_studio.core.generate.adapters import (
 from lora_studio.core.generate.preview import step_callback
 from lora_studio.core.generate.samplers import make_scheduler, resolve_sampler
 from lora_studio.core.lora.block_weights import BlockWeights, normalized
+from lora_studio.core.models.architecture import architectures
 
-_ARCH_SIZES = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}
+_ARCH_SIZES = {a.name: a.native_size for a in architectures()}
 
 
 @dataclass

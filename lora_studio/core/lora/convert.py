@@ -3,7 +3,9 @@
 Every module's update `(alpha / rank) * up @ down` is the same in the output: the kohya layout
 keeps each module's alpha; the diffusers layout folds `alpha / rank` into lora_B (see
 `formats.write_lora`). The file's metadata (trigger words, `ss_*`, `modelspec.*`) is carried
-over; the hashes are recomputed for the new bytes.
+over; the hashes are recomputed for the new bytes, and the architecture keys the file lacks
+(`ss_base_model_version`, `modelspec.architecture`, ...) are added from the architecture read
+off its weights, so other tools file it under the right model.
 """
 
 from __future__ import annotations

@@ -24,8 +24,15 @@ from lora_studio.core.errors import LoraFormatError
 from lora_studio.core.fileio import atomic_path
 from lora_studio.core.lora import layouts
 from lora_studio.core.lora.hashing import sshs_legacy_hash, sshs_model_hash
+from lora_studio.core.lora.metadata import with_architecture_keys
 from lora_studio.core.lora.model import LAYOUTS, LoraFile, LoraModule
 from lora_studio.core.lora.sft import load_tensors
+from lora_studio.core.models.architecture import (
+    arch_of_base_model_version,
+    arch_of_modelspec,
+    architectures,
+    lora_family,
+)
 
 # key pattern (searched) -> what the file is; checked before anything else is parsed
 _OTHER_KINDS = [
@@ -120,33 +127,35 @@ def _check_shapes(name: str, module: LoraModule, source: str) -> None:
 
 def detect_arch(modules: dict[str, LoraModule], metadata: dict[str, str], *,
                 sgm_names: bool = False) -> str | None:
-    """"sd1" | "sd2" | "sdxl" from the metadata, else from names and widths; None if unknown."""
-    version = metadata.get("ss_base_model_version", "")
-    spec = metadata.get("modelspec.architecture", "")
-    if version.startswith("sdxl") or spec.startswith("stable-diffusion-xl"):
-        return "sdxl"
-    if (version.startswith("sd_v2") or spec.startswith("stable-diffusion-v2")
-            or metadata.get("ss_v2") == "True"):
-        return "sd2"
-    if version.startswith("sd_v1") or spec.startswith("stable-diffusion-v1"):
-        return "sd1"
+    """"sd1" | "sd2" | "sdxl" (a LoRA family) from the metadata, else from names and widths;
+    None if unknown."""
+    stated = {arch_of_base_model_version(metadata.get("ss_base_model_version")),
+              arch_of_modelspec(metadata.get("modelspec.architecture"))} - {None}
+    families = {lora_family(arch) for arch in stated}
+    if metadata.get("ss_v2") == "True":
+        families.add("sd2")
+    for family in ("sdxl", "sd2", "sd1"):  # A1111 asks in this order too
+        if family in families:
+            return family
     if sgm_names or any(k.startswith("text_encoder_2.") for k in modules):
         return "sdxl"
-    widths = {"sd1": 768, "sd2": 1024, "sdxl": 2048}
+    widths = {a.lora_family: a.cross_attention_dim for a in architectures()}
     for name, module in modules.items():
         if name.startswith("unet.") and name.endswith("attn2.to_k"):
             for arch, width in widths.items():
                 if module.down.shape[1] == width:
                     return arch
         if name.startswith("text_encoder.") and name.endswith("self_attn.q_proj"):
-            if module.down.shape[1] == 1024:
+            if module.down.shape[1] == widths["sd2"]:  # OpenCLIP ViT-H is 1024 wide
                 return "sd2"
     return None
 
 
 def write_lora(lora: LoraFile, path: str | os.PathLike[str], *, layout: str = "kohya",
                dtype: torch.dtype | None = None) -> Path:
-    """Write `lora` atomically; metadata gets `sshs_model_hash` / `sshs_legacy_hash`.
+    """Write `lora` atomically; metadata gets `sshs_model_hash` / `sshs_legacy_hash`, and the
+    architecture keys (`ss_base_model_version`, `modelspec.architecture`, ...) of `lora.arch`
+    where it lacks them (`metadata.with_architecture_keys`).
     layout "kohya" writes every module's real alpha; "diffusers" (= "peft") folds alpha/rank
     into lora_B and records alpha = rank in `lora_adapter_metadata`."""
     import safetensors.torch
@@ -159,6 +168,7 @@ def write_lora(lora: LoraFile, path: str | os.PathLike[str], *, layout: str = "k
         raise LoraFormatError("This LoRA has no modules; there is nothing to save.")
     drop = {"format", "sshs_model_hash", "sshs_legacy_hash", layouts.ADAPTER_METADATA_KEY}
     metadata = {str(k): str(v) for k, v in lora.metadata.items() if k not in drop}
+    metadata = with_architecture_keys(metadata, lora.arch)
     if layout == "kohya":
         tensors = layouts.kohya_state_dict(lora, dtype)
     else:

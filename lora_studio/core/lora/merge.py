@@ -24,6 +24,10 @@ is the same ratio summed over all modules (i.e. modules weighted by their square
 
 All arithmetic is in float32 (the SVD in float64); the output is in the inputs' common dtype, or
 float32 when the inputs' dtypes differ.
+
+The merge's metadata keeps what the inputs agree on, all their `ss_tag_frequency` folders (counts
+of a folder found in several inputs added) and trigger phrases, and says which model it is for
+(`ss_base_model_version`, `modelspec.architecture`, from the inputs or their architecture).
 """
 
 from __future__ import annotations
@@ -36,20 +40,24 @@ from pathlib import Path
 import torch
 
 from lora_studio.core.errors import LoraFormatError
+from lora_studio.core.lora.metadata import (
+    merged_tag_frequency,
+    merged_trigger_phrase,
+    with_architecture_keys,
+)
 from lora_studio.core.lora.model import ARCH_LABELS, LoraFile, LoraModule
 
-# modelspec architecture per LoraFile.arch, when the inputs do not agree on one themselves
-_SPEC_ARCH = {
-    "sd1": "stable-diffusion-v1/lora",
-    "sd2": "stable-diffusion-v2-512/lora",
-    "sdxl": "stable-diffusion-xl-v1-base/lora",
-}
-_SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
 # metadata carried over to the merge when every input has the same value
 _CARRIED_WHEN_AGREED = (
-    "ss_base_model_version", "ss_v2", "ss_sd_model_name", "ss_sd_model_hash", "ss_resolution",
-    "ss_clip_skip", "modelspec.architecture", "modelspec.implementation",
-    "modelspec.resolution", "modelspec.prediction_type",
+    "ss_sd_model_name", "ss_sd_model_hash", "ss_resolution", "ss_clip_skip",
+    "modelspec.resolution",
+)
+# what the model is: carried when the inputs that state it agree (an input made for the same
+# family that does not say, e.g. SD 2.x epsilon or v, does not veto it); the merge's
+# architecture fills in what none states
+_ARCH_KEYS = (
+    "ss_base_model_version", "ss_v2", "modelspec.architecture", "modelspec.implementation",
+    "modelspec.prediction_type",
 )
 
 
@@ -217,13 +225,29 @@ def _fmt_weight(weight: float) -> str:
     return f"{weight:g}"
 
 
-def _metadata(loras: list[tuple[str, LoraFile, float]], merged: LoraFile, *,
-              title: str | None, rank: int | None) -> dict[str, str]:
+def _carried(loras: list[tuple[str, LoraFile, float]]) -> dict[str, str]:
+    """What the merge keeps of its inputs' metadata: the keys they agree on (see
+    _CARRIED_WHEN_AGREED, _ARCH_KEYS), all their tag frequencies and trigger phrases."""
     meta: dict[str, str] = {}
     for key in _CARRIED_WHEN_AGREED:
         values = {lora.metadata.get(key) for _, lora, _ in loras}
         if len(values) == 1 and None not in values:
             meta[key] = values.pop()
+    for key in _ARCH_KEYS:
+        values = {lora.metadata.get(key) for _, lora, _ in loras} - {None, ""}
+        if len(values) == 1:
+            meta[key] = values.pop()
+    inputs = [lora.metadata for _, lora, _ in loras]
+    for key, value in (("ss_tag_frequency", merged_tag_frequency(inputs)),
+                       ("modelspec.trigger_phrase", merged_trigger_phrase(inputs))):
+        if value is not None:
+            meta[key] = value
+    return meta
+
+
+def _metadata(loras: list[tuple[str, LoraFile, float]], merged: LoraFile, *,
+              title: str | None, rank: int | None) -> dict[str, str]:
+    meta = _carried(loras)
     merged_from = ", ".join(f"{name}:{_fmt_weight(w)}" for name, _, w in loras)
     title = title or "merge of " + " + ".join(name.removesuffix(".safetensors")
                                               for name, _, _ in loras)
@@ -243,9 +267,4 @@ def _metadata(loras: list[tuple[str, LoraFile, float]], merged: LoraFile, *,
         "modelspec.title": title,
         "modelspec.merged_from": merged_from,
     })
-    if "modelspec.architecture" not in meta and merged.arch in _SPEC_ARCH:
-        meta["modelspec.architecture"] = _SPEC_ARCH[merged.arch]
-    if "modelspec.implementation" not in meta and merged.arch is not None:
-        meta["modelspec.implementation"] = (_SGM_IMPLEMENTATION if merged.arch == "sdxl"
-                                            else "diffusers")
-    return meta
+    return with_architecture_keys(meta, merged.arch)

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lora_studio.core.models.architecture import LORA_FAMILIES, architecture
+
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 LAYOUTS = ("kohya", "diffusers", "peft")
-ARCHS = ("sd1", "sd2", "sdxl")
-ARCH_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+# what a LoRA file can be made for (its LoraFile.arch): the registry's LoRA families
+ARCHS = LORA_FAMILIES
+ARCH_LABELS = {arch: architecture(arch).label for arch in ARCHS}
 
 
 @dataclass

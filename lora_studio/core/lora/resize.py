@@ -6,7 +6,8 @@ rank (`rank=K`), or per module the smallest rank keeping a share of the update's
 Frobenius norm (`keep=0.95`, what kohya calls dynamic resizing). The new alpha equals the new
 rank, so the file renders at strength 1 what the original renders at strength 1 (exactly when
 nothing was dropped). The original metadata (trigger words, training settings) is kept;
-`ss_network_dim` / `ss_network_alpha` tell the new ranks and `ss_training_comment` what was done.
+`ss_network_dim` / `ss_network_alpha` tell the new ranks and `ss_training_comment` what was done,
+and the architecture keys the file lacks are added (`metadata.with_architecture_keys`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from lora_studio.core.errors import LoraFormatError
 from lora_studio.core.lora.formats import read_lora
 from lora_studio.core.lora.merge import MergeResult, merge_loras
+from lora_studio.core.lora.metadata import with_architecture_keys
 
 
 def resize_lora(source: str | os.PathLike[str], *, rank: int | None = None,
@@ -37,5 +39,5 @@ def resize_lora(source: str | os.PathLike[str], *, rank: int | None = None,
         "ss_network_alpha": result.lora.metadata["ss_network_alpha"],
         "ss_training_comment": f"{earlier}; {comment}" if earlier else comment,
     })
-    result.lora.metadata = meta
+    result.lora.metadata = with_architecture_keys(meta, result.lora.arch)
     return result

@@ -1,7 +1,10 @@
 """Which Stable Diffusion family a model belongs to, from its configs or checkpoint keys.
 
 Architectures: "sd1" (SD 1.x), "sd2" (SD 2.x epsilon, 512), "sd2-v" (SD 2.x v-prediction, 768),
-"sdxl" (SDXL base). The heuristics:
+"sdxl" (SDXL base). What each is called and sized (its label, LoRA family, native size, kohya
+`ss_base_model_version`, ModelSpec architecture, prediction type) is tabled once, in the
+registry below (`architecture(name)`); every other per-architecture table derives from it.
+The heuristics:
 
 Diffusers folders (`model_index.json` + component configs):
   - sdxl: the UNet has `addition_embed_type == "text_time"`, or the pipeline class is an XL one.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
@@ -35,11 +39,120 @@ from lora_studio.core.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURES = ("sd1", "sd2", "sd2-v", "sdxl")
-# what people call each architecture (the model picker and status bar show it)
-ARCH_DISPLAY = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sd2-v": "SD 2.x (v-prediction)",
-                "sdxl": "SDXL"}
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+_SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
+
+
+# ------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Architecture:
+    """Everything that is named or sized per architecture. The one table of them is
+    `_REGISTRY`; every other per-architecture table in the code is derived from it."""
+
+    name: str  # "sd1" | "sd2" | "sd2-v" | "sdxl"
+    label: str  # what people call it (the model picker, status bar, LoRA cards)
+    lora_family: str  # what a LoRA file can tell: SD 2.x LoRAs do not say epsilon or v
+    native_size: int  # the side of the square images it was trained on
+    base_model_version: str  # kohya's `ss_base_model_version`
+    modelspec_model: str  # ModelSpec `modelspec.architecture` of a full checkpoint
+    prediction_type: str  # "epsilon" | "v_prediction"
+    cross_attention_dim: int  # the width of the text conditioning the UNet attends to
+    config_folder: str  # resources/configs/<folder>: the configs of a single-file checkpoint
+    lora_implementation: str = "diffusers"  # `modelspec.implementation` of its LoRA files
+
+    @property
+    def modelspec_lora(self) -> str:
+        """ModelSpec `modelspec.architecture` of a LoRA for it."""
+        return f"{self.modelspec_model}/lora"
+
+    @property
+    def is_v2(self) -> bool:
+        """kohya's `ss_v2`: an SD 2.x model (OpenCLIP text encoder)."""
+        return self.lora_family == "sd2"
+
+
+_REGISTRY: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("sd1", "SD 1.x", "sd1", 512, "sd_v1", "stable-diffusion-v1", "epsilon", 768,
+                 "sd15"),
+    Architecture("sd2", "SD 2.x", "sd2", 512, "sd_v2", "stable-diffusion-v2-512", "epsilon",
+                 1024, "sd2"),
+    Architecture("sd2-v", "SD 2.x (v-prediction)", "sd2", 768, "sd_v2_v",
+                 "stable-diffusion-v2-768-v", "v_prediction", 1024, "sd2-v"),
+    Architecture("sdxl", "SDXL", "sdxl", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base",
+                 "epsilon", 2048, "sdxl", lora_implementation=_SGM_IMPLEMENTATION),
+)}
+
+ARCHITECTURES = tuple(_REGISTRY)
+# what people call each architecture (the model picker and status bar show it)
+ARCH_DISPLAY = {a.name: a.label for a in _REGISTRY.values()}
+# the architectures a LoRA file can be told apart as ("sd2" covers "sd2-v")
+LORA_FAMILIES = tuple(dict.fromkeys(a.lora_family for a in _REGISTRY.values()))
+
+
+def architectures() -> tuple[Architecture, ...]:
+    """Every architecture, in the order of ARCHITECTURES."""
+    return tuple(_REGISTRY.values())
+
+
+def architecture(name: str) -> Architecture:
+    """The registry entry of "sd1", "sd2", "sd2-v" or "sdxl"; ValueError for anything else."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown architecture {name!r}; expected one of "
+                         f"{', '.join(ARCHITECTURES)}.") from None
+
+
+def base_model_version(arch: str) -> str:
+    """kohya's `ss_base_model_version` for `arch`: "sd2-v" -> "sd_v2_v"."""
+    return architecture(arch).base_model_version
+
+
+def lora_family(arch: str) -> str:
+    """What a LoRA for `arch` is filed as (LoraFile.arch): "sd2-v" -> "sd2"."""
+    return architecture(arch).lora_family
+
+
+def native_size(arch: str) -> int:
+    """The side of the square images `arch` was trained on: 512, 768 or 1024."""
+    return architecture(arch).native_size
+
+
+def modelspec_architecture(arch: str) -> str:
+    """ModelSpec `modelspec.architecture` of a LoRA for `arch`."""
+    return architecture(arch).modelspec_lora
+
+
+def arch_of_base_model_version(version: str | None) -> str | None:
+    """The architecture a kohya `ss_base_model_version` names; None if it names none of ours.
+    Exact values first, then kohya's other spellings ("sd_v1_v", "sdxl_base_v0-9", ...)."""
+    version = (version or "").strip()
+    for arch in _REGISTRY.values():
+        if version == arch.base_model_version:
+            return arch.name
+    if version.startswith("sdxl"):
+        return "sdxl"
+    if version.startswith("sd_v2"):
+        return "sd2-v" if version.endswith("_v") else "sd2"
+    if version.startswith("sd_v1"):
+        return "sd1"
+    return None
+
+
+def arch_of_modelspec(spec: str | None) -> str | None:
+    """The architecture a `modelspec.architecture` ("stable-diffusion-v1/lora", or a
+    checkpoint's "stable-diffusion-xl-v1-base") names; None if it names none of ours."""
+    model = (spec or "").strip().split("/", 1)[0]
+    for arch in _REGISTRY.values():
+        if model == arch.modelspec_model:
+            return arch.name
+    if model.startswith("stable-diffusion-xl"):
+        return "sdxl"
+    if model.startswith("stable-diffusion-v2"):
+        return "sd2-v" if model.endswith("-v") else "sd2"
+    if model.startswith("stable-diffusion-v1"):
+        return "sd1"
+    return None
 
 _UNSUPPORTED_KINDS = {
     "inpainting": "an SD 1.x inpainting model",

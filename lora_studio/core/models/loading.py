@@ -158,8 +158,9 @@ def _load_folder(source: ModelSource, torch_dtype: Any):
         extra = {"safety_checker": None, "feature_extractor": None,
                  "requires_safety_checker": False}
     try:
-        pipe = cls.from_pretrained(str(source.path), local_files_only=True,
-                                   torch_dtype=torch_dtype, **extra)
+        if torch_dtype is not None:
+            extra["dtype"] = torch_dtype
+        pipe = cls.from_pretrained(str(source.path), local_files_only=True, **extra)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise ModelLoadError(
             f"The model {source.name} ({source.path}) could not be loaded: {exc}",
@@ -217,6 +218,7 @@ class ModelComponents:
     noise_scheduler: Any
     text_encoder_2: Any = None
     tokenizer_2: Any = None
+    scheduler_config: dict[str, Any] | None = None  # the pipeline's own (samplers start here)
 
 
 def load_components(
@@ -241,4 +243,5 @@ def load_components(
         tokenizer=pipe.tokenizer, noise_scheduler=noise_scheduler,
         text_encoder_2=getattr(pipe, "text_encoder_2", None),
         tokenizer_2=getattr(pipe, "tokenizer_2", None),
+        scheduler_config=dict(pipe.scheduler.config),
     )

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from lora_studio.core.errors import LoraFormatError, StudioError
 from lora_studio.core.fileio import atomic_write_with
+from lora_studio.core.models.architecture import architecture
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -303,13 +304,6 @@ def pipeline_to_original_state_dict(pipe: Any, *, dtype: Any = None) -> dict[str
     return result
 
 
-_MODELSPEC_ARCH = {
-    "sd1": "stable-diffusion-v1",
-    "sd2": "stable-diffusion-v2-512",
-    "sd2-v": "stable-diffusion-v2-768-v",
-    "sdxl": "stable-diffusion-xl-v1-base",
-}
-
 
 def modelspec_metadata(pipe: Any, title: str) -> dict[str, str]:
     """Stability ModelSpec 1.0 header fields for a full checkpoint of this pipeline."""
@@ -318,7 +312,7 @@ def modelspec_metadata(pipe: Any, title: str) -> dict[str, str]:
     side = int(pipe.unet.config.sample_size) * factor
     return {
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": _MODELSPEC_ARCH[arch],
+        "modelspec.architecture": architecture(arch).modelspec_model,
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.title": title,
         "modelspec.resolution": f"{side}x{side}",

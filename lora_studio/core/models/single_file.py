@@ -17,6 +17,7 @@ from typing import Any
 from lora_studio.core.errors import ModelLoadError
 from lora_studio.core.models.architecture import (
     arch_with_prediction,
+    architectures,
     checkpoint_prediction_type,
     detect_checkpoint_arch,
 )
@@ -29,7 +30,7 @@ from lora_studio.core.paths import configs_dir
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FOLDERS = {"sd1": "sd15", "sd2": "sd2", "sd2-v": "sd2-v", "sdxl": "sdxl"}
+CONFIG_FOLDERS = {a.name: a.config_folder for a in architectures()}
 _CONFIG_FILE_SUFFIXES = (".json", ".txt", ".model")
 _COMPONENT_LABELS = {"AutoencoderKL": "VAE", "UNet2DConditionModel": "UNet",
                      "CLIPTextModelWithProjection": "second text encoder",
