@@ -9,6 +9,7 @@ from lora_studio.core.dataset.buckets import BucketSettings
 from lora_studio.core.dataset.checks import check_dataset
 from lora_studio.core.dataset.plan import plan_dataset
 from lora_studio.core.train.data import DataOrder, TrainData, encode_text, latent_distribution
+from lora_studio.core.train.families import Conditioning
 from test_train_loop import make_dataset  # same folder (pytest puts it on sys.path)
 
 
@@ -21,7 +22,8 @@ def test_cache_entries_match_their_own_image_and_caption_through_shuffled_epochs
                                                    requires_safety_checker=False)
     data = TrainData(examples, dict(enumerate(plan.fits)), True, seed=5)
     data.cache_latents(pipe.vae, (False, True), batch_size=3)  # batches cross image boundaries
-    data.cache_text(pipe.tokenizer, pipe.text_encoder)
+    data.cache_text(lambda captions: Conditioning(
+        encode_text(pipe.tokenizer, pipe.text_encoder, captions)))
     order = DataOrder(examples, batch_size=1, seed=5, random_flip=True)
 
     epoch = [order.batch(b)[0].index for b in range(order.samples_per_epoch)]
@@ -36,7 +38,7 @@ def test_cache_entries_match_their_own_image_and_caption_through_shuffled_epochs
             assert torch.allclose(cached_mean, mean, atol=1e-5)
             assert torch.allclose(cached_std, std, atol=1e-5)
             text = encode_text(pipe.tokenizer, pipe.text_encoder, [examples[i].caption])
-            assert torch.allclose(data.text[i], text, atol=1e-5)
+            assert torch.allclose(data.text[i].hidden, text, atol=1e-5)
     # the captions really differ, so a mix-up would have been caught above
-    assert not torch.allclose(data.text[0], data.text[1])
+    assert not torch.allclose(data.text[0].hidden, data.text[1].hidden)
     assert {s.flip for s in samples} == {False, True}

@@ -233,18 +233,27 @@ def caption_token_ids(tokenizer, captions: list[str], max_token_length: int = 75
 
 def encode_captions(tokenizer, text_encoder, captions: list[str],
                     max_token_length: int = 75) -> torch.Tensor:
-    """Captions → conditioning [batch, 2 + max_token_length, hidden].
+    """Captions → conditioning [batch, 2 + max_token_length, hidden]: the text encoder's last
+    hidden states (SD 1.x / 2.x).
 
     75 is exactly `train.data.encode_text` (and the pipeline's encode_prompt); 150 / 225 encode
     every chunk of `caption_token_ids` and keep the first BOS, each chunk's 75 middle states and
     the last EOS, as kohya's `get_hidden_states` does."""
-    import torch
-
     chunks = caption_token_ids(tokenizer, captions, max_token_length)
     batch, count, width = chunks.shape
-    if count == 1:
-        return text_encoder(chunks[:, 0].to(text_encoder.device))[0]
     hidden = text_encoder(chunks.reshape(batch * count, width).to(text_encoder.device))[0]
+    return join_windows(hidden, batch, count)
+
+
+def join_windows(hidden: torch.Tensor, batch: int, count: int) -> torch.Tensor:
+    """Per-window hidden states [batch * count, 77, w] → one sequence per caption
+    [batch, 2 + 75 * count, w]: the first BOS, each window's 75 middle states, the last EOS
+    (kohya's way; a single window is returned as it is)."""
+    import torch
+
+    if count == 1:
+        return hidden
+    width = hidden.shape[1]
     hidden = hidden.reshape(batch, count, width, hidden.shape[-1])
     middles = hidden[:, :, 1:-1].reshape(batch, count * (width - 2), hidden.shape[-1])
     return torch.cat([hidden[:, 0, :1], middles, hidden[:, -1, -1:]], dim=1)

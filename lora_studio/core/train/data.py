@@ -29,6 +29,7 @@ from lora_studio.core.dataset.order import DataOrder, Example, Sample
 from lora_studio.core.dataset.plan import DatasetPlan
 from lora_studio.core.dataset.samples import SampleMaker
 from lora_studio.core.dataset.transforms import image_to_tensor
+from lora_studio.core.train.families.base import Conditioning, SampleGeometry
 
 __all__ = ["DataOrder", "Example", "Sample", "RegularizationSet", "TrainData", "TrainingSet",
            "prepare_training_set",
@@ -224,8 +225,8 @@ class TrainData(SampleMaker):
                          caption_options=caption_options, crop_per_image=crop_per_image)
         self.max_token_length = max_token_length
         self.latents: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.text: dict[int, torch.Tensor] = {}
-        self.kept_text: dict[int, torch.Tensor] = {}  # captions without the trigger word
+        self.text: dict[int, Conditioning] = {}
+        self.kept_text: dict[int, Conditioning] = {}  # captions without the trigger word
 
     def pixels(self, index: int, flip: bool, position: int | None = None) -> torch.Tensor:
         """Image `index` transformed for training: [3, H, W] in [-1, 1]."""
@@ -233,6 +234,16 @@ class TrainData(SampleMaker):
 
     def sample_caption(self, sample: Sample) -> str:
         return self.caption(sample.index, sample.position)
+
+    def geometry(self, sample: Sample) -> SampleGeometry:
+        """The sample's original size, crop and bucket (SDXL's size / crop conditioning), as
+        `image` crops and mirrors it, without decoding the image."""
+        fit = self.fits[sample.index]
+        left, top, right, _ = self.crop_box(sample.index, sample.position)
+        if sample.flip:
+            left = fit.resized[0] - right
+        return SampleGeometry(original=(fit.original[1], fit.original[0]), crop=(top, left),
+                              target=(fit.bucket[1], fit.bucket[0]))
 
     @torch.no_grad()
     def cache_latents(self, vae, flips: tuple[bool, ...], batch_size: int = 8) -> None:
@@ -250,23 +261,21 @@ class TrainData(SampleMaker):
         self.forget_images()  # the decoded images are no longer needed
 
     @torch.no_grad()
-    def cache_text(self, tokenizer, text_encoder, batch_size: int = 16,
+    def cache_text(self, encode: Callable[[list[str]], Conditioning], batch_size: int = 16,
                    trigger: str | None = None) -> None:
-        """Encode every caption once (only when neither the text encoder nor the caption
-        changes from step to step); with `trigger`, also every caption without it (for
-        preserve_base)."""
+        """Encode every caption once with `encode` (the family's: hidden states and any pooled
+        embedding; only when neither the text encoders nor the caption change from step to
+        step); with `trigger`, also every caption without it (for preserve_base)."""
         for start in range(0, len(self.examples), batch_size):
             chunk = self.examples[start:start + batch_size]
             captions = [self.caption(ex.index) for ex in chunk]
-            emb = encode_text(tokenizer, text_encoder, captions, self.max_token_length).float()
+            cond = encode(captions)
             for k, ex in enumerate(chunk):
-                self.text[ex.index] = emb[k:k + 1].cpu()
+                self.text[ex.index] = cond.row(k)
             if trigger:
-                kept = encode_text(tokenizer, text_encoder,
-                                   [without_trigger(c, trigger) for c in captions],
-                                   self.max_token_length)
+                kept = encode([without_trigger(c, trigger) for c in captions])
                 for k, ex in enumerate(chunk):
-                    self.kept_text[ex.index] = kept[k:k + 1].float().cpu()
+                    self.kept_text[ex.index] = kept.row(k)
 
 
 def _same_bucket_runs(keys: list[tuple[int, bool]], examples: Sequence[Example]):

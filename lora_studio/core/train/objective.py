@@ -68,3 +68,41 @@ def diffusion_loss(model_pred: torch.Tensor, target: torch.Tensor, scheduler,
     if weights is not None:
         per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
     return per_sample.mean()
+
+
+class DiffusionObjective:
+    """The denoising objective of the Stable Diffusion families (DDPM forward process): what a
+    training step draws (noise, timesteps), how it noises the latents, what the denoiser must
+    predict and the loss. A family with another objective (flow matching) supplies a class with
+    the same methods; the loop and validation only call these."""
+
+    def __init__(self, scheduler, *, min_timestep: int = 0, max_timestep: int = 1000,
+                 noise_offset: float = 0.0, min_snr_gamma: float = 0.0):
+        self.scheduler = scheduler
+        self.min_timestep = min_timestep
+        # kohya's timestep range: timesteps drawn from [min_timestep, top_timestep)
+        self.top_timestep = min(max_timestep, scheduler.config.num_train_timesteps)
+        self.noise_offset = noise_offset
+        self.min_snr_gamma = min_snr_gamma
+
+    def draw(self, latents: torch.Tensor, generator: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, timesteps) for a batch of latents, from `generator` only."""
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device)
+        noise = offset_noise(noise, self.noise_offset, generator)
+        timesteps = torch.randint(self.min_timestep, self.top_timestep, (latents.shape[0],),
+                                  generator=generator, device=generator.device)
+        return noise.to(latents.device), timesteps.to(latents.device)
+
+    def noisy(self, latents: torch.Tensor, noise: torch.Tensor,
+              timesteps: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.add_noise(latents, noise, timesteps)
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor,
+               timesteps: torch.Tensor) -> torch.Tensor:
+        return training_target(self.scheduler, latents, noise, timesteps)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        return diffusion_loss(pred, target, self.scheduler, timesteps, self.min_snr_gamma,
+                              weights)

@@ -1,13 +1,15 @@
 """The LoRA training loop: one readable, linear file.
 
 `train(config, emit, control)` trains a LoRA on a Stable Diffusion UNet (and optionally its text
-encoder) and returns a `TrainResult`; `run_training_job` wraps it so a job always ends in exactly
-one Finished / Failed / Cancelled event. Read top to bottom:
+encoders) and returns a `TrainResult`; `run_training_job` wraps it so a job always ends in
+exactly one Finished / Failed / Cancelled event. What differs between model families (SD 1.x /
+2.x, SDXL) is asked of the loaded `families.ModelFamily`; nothing here names a family.
+Read top to bottom:
 
   1. accelerate + device      the Accelerator owns device, mixed precision, accumulation, DDP
   2. dataset                  check_dataset; skipped files are warnings, never fatal
-  3. base model               loaded once; frozen; DDPM noise scheduler from the base config
-  4. LoRA                     peft adapters on the UNet (and text encoder); only they train
+  3. base model               its family, loaded once, frozen, in the run's weight dtype
+  4. LoRA                     peft adapters on the UNet (and text encoders); only they train
   5. optimizer + schedule     the trainable parameters are a *list* (clipping must see them)
   6. caches                   VAE latents / text embeddings once per image, keyed by index
   7. resume                   accelerate state + our step, data position and noise generator
@@ -28,7 +30,6 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -36,9 +37,6 @@ from lora_studio.core import events as ev
 from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.jobs import JobControl
 from lora_studio.core.train.config import TrainConfig, save_config
-
-BASE_MODEL_VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2", "sd2-v": "sd_v2_v",
-                       "sdxl": "sdxl_base_v1-0"}
 
 
 @dataclass
@@ -115,20 +113,18 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
-    from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
-    from peft import LoraConfig
+    from diffusers.training_utils import cast_training_params
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
-    from lora_studio.core.dataset.scan import tag_frequency
-    from lora_studio.core.models.loading import load_pipeline, resolve_model
     from lora_studio.core.train import checkpoint as ckpt
-    from lora_studio.core.train.data import (encode_text, latent_distribution,
-                                             prepare_training_set, sample_latents,
-                                             without_trigger)
+    from lora_studio.core.train.data import (latent_distribution, prepare_training_set,
+                                             sample_latents, without_trigger)
     from lora_studio.core.train.device import configure_backends, select_device
-    from lora_studio.core.train.objective import diffusion_loss, offset_noise, training_target
+    from lora_studio.core.train.export import training_metadata
+    from lora_studio.core.train.families import Conditioning, load_family
+    from lora_studio.core.train.optimizers import make_optimizer
     from lora_studio.core.train.preview import render_previews
 
     control = control or JobControl()
@@ -159,76 +155,61 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     num_train_images, total_steps = dataset.num_train_images, dataset.plan.total_steps
 
     # ------------------------------------------------------------------ 3. base model
+    # The model family (SD 1.x / 2.x, SDXL) supplies everything that differs between them.
+    # The frozen base is loaded in the run's weight dtype whatever precision it was saved in
+    # (an fp16 folder trained in fp32 must not keep fp16 text encoders).
     base_spec = None if cfg.model.base in ("", "tiny") else cfg.model.base
     with accelerator.main_process_first():  # the main process creates the built-in model once
-        source = resolve_model(base_spec)
-        pipe = load_pipeline(source) if source.arch != "sdxl" else None
-    if source.arch == "sdxl":
-        raise StudioError("Training SDXL LoRAs is not supported yet.",
-                          "Pick an SD 1.x or SD 2.x base model in model.base.")
-    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-    base_scheduler_config = dict(pipe.scheduler.config)
-    noise_scheduler = DDPMScheduler.from_config(base_scheduler_config)
-    del pipe
-    for model in (unet, vae, text_encoder):
-        model.requires_grad_(False)
-    for model in (unet, vae, text_encoder):
-        model.to(device) if weight_dtype == torch.float32 else model.to(device, weight_dtype)
+        family = load_family(base_spec, torch_dtype=weight_dtype)
+    source = family.source
+    for network in (*family.networks().values(), family.vae):
+        network.requires_grad_(False)
+    for network in family.networks().values():
+        _move(network, device, weight_dtype)
+    _move(family.vae, device, family.vae_dtype(weight_dtype))
+    objective = family.objective(tr)
 
     # ------------------------------------------------------------------ 4. LoRA adapters
-    try:
-        unet.add_adapter(LoraConfig(r=lo.rank, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
-                                    init_lora_weights="gaussian",
-                                    target_modules=cfg.unet_targets()))
-    except ValueError as exc:
-        raise ConfigError("lora.targets", f"matches no layer of this UNet ({exc})",
-                          "Use \"attention\", \"attention+mlp\" or UNet module names such as "
-                          "\"to_q\".") from exc
-    if lo.train_text_encoder:
-        text_encoder.add_adapter(LoraConfig(r=lo.rank, lora_alpha=lo.alpha,
-                                            lora_dropout=lo.dropout, init_lora_weights="gaussian",
-                                            target_modules=cfg.text_encoder_targets()))
-    if weight_dtype != torch.float32:  # frozen base in half precision, LoRA weights in fp32
-        from diffusers.training_utils import cast_training_params
-
-        cast_training_params([unet, text_encoder] if lo.train_text_encoder else [unet],
-                             dtype=torch.float32)
+    # peft adapters on the UNet (and the text encoders); every trainable LoRA parameter in
+    # fp32 whatever the frozen weights' precision (fp16 LoRA weights NaN within steps).
+    trained = family.trained_networks(lo.train_text_encoder)
+    for component, network in trained.items():
+        _add_lora(network, component, cfg)
+    cast_training_params(list(trained.values()), dtype=torch.float32)
     if tr.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if lo.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+        for component, network in trained.items():
+            if component == "unet":
+                network.enable_gradient_checkpointing()
+            else:
+                network.gradient_checkpointing_enable()
 
     # ------------------------------------------------------------------ 5. optimizer + schedule
     # Lists, not filter() iterators: the optimizer would consume an iterator and gradient
     # clipping below would then see no parameters at all (REFERENCE §5).
-    unet_params = [p for p in unet.parameters() if p.requires_grad]
-    te_params = [p for p in text_encoder.parameters() if p.requires_grad] \
-        if lo.train_text_encoder else []
+    params = {c: [p for p in n.parameters() if p.requires_grad] for c, n in trained.items()}
+    unet_params = params.pop("unet")
+    te_params = [p for group in params.values() for p in group]
     trainable = unet_params + te_params
     te_lr = lo.text_encoder_lr or tr.learning_rate
     groups = [{"params": unet_params, "lr": tr.learning_rate}]
     if te_params:
         groups.append({"params": te_params, "lr": te_lr})
-    optimizer = _make_optimizer(tr.optimizer, groups, tr.learning_rate, tr.weight_decay,
-                                choice.kind)
+    optimizer = make_optimizer(tr.optimizer, groups, tr.learning_rate, tr.weight_decay,
+                               choice.kind)
     # Not passed to accelerator.prepare: it steps once per optimizer step whatever the number
     # of processes, and its state goes to our JSON (accelerate would pickle it).
     lr_scheduler = get_scheduler(tr.lr_scheduler, optimizer, num_warmup_steps=tr.warmup_steps,
                                  num_training_steps=total_steps)
-    if lo.train_text_encoder:
-        unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
-        trained_models = (unet, text_encoder)
-    else:
-        unet, optimizer = accelerator.prepare(unet, optimizer)
-        trained_models = (unet,)
+    *prepared, optimizer = accelerator.prepare(*trained.values(), optimizer)
+    for component, network in zip(list(trained), prepared):
+        family.replace(component, network)
+    trained_models = tuple(prepared)
+    components = list(trained)  # "unet", "text_encoder", "text_encoder_2"
 
     def lora_state() -> dict[str, torch.Tensor]:
-        state = {f"unet.{k}": v for k, v in
-                 get_peft_model_state_dict(accelerator.unwrap_model(unet)).items()}
-        if lo.train_text_encoder:
-            state.update({f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(
-                accelerator.unwrap_model(text_encoder)).items()})
-        return state
+        nets = family.networks()
+        return {f"{c}.{k}": v for c in components for k, v in
+                get_peft_model_state_dict(accelerator.unwrap_model(nets[c])).items()}
 
     # accelerate checkpoints hold the LoRA weights only, never the multi-GB frozen base.
     def save_hook(models, weights, output_dir):
@@ -239,10 +220,11 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
 
     def load_hook(models, input_dir):
         state = load_file(str(Path(input_dir) / ckpt.LORA_STATE_FILE))
-        for prefix, model in (("unet.", unet), ("text_encoder.", text_encoder)):
+        for component, network in family.networks().items():
+            prefix = component + "."
             part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if part:
-                result = set_peft_model_state_dict(accelerator.unwrap_model(model), part)
+                result = set_peft_model_state_dict(accelerator.unwrap_model(network), part)
                 if getattr(result, "unexpected_keys", None):
                     raise StudioError("This checkpoint does not match the LoRA settings "
                                       "(lora.rank / lora.targets changed?).",
@@ -253,16 +235,18 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     accelerator.register_load_state_pre_hook(load_hook)
 
     # ------------------------------------------------------------------ 6. caches
-    # Caption embeddings can be cached only when neither the text encoder nor the caption text
-    # (kohya's shuffle / dropout options) changes from step to step.
+    # Caption conditioning can be cached only when neither the text encoders nor the caption
+    # text (kohya's shuffle / dropout options) changes from step to step.
+    def encode(captions: list[str]) -> Conditioning:
+        return family.encode(captions, d.max_token_length)
+
     captions_vary = cfg.caption_options().varies_per_step
     cache_text = tr.cache_latents and not lo.train_text_encoder and not captions_vary
     if tr.cache_latents:
         flips = (False, True) if d.random_flip else (False,)
-        data.cache_latents(vae, flips)
+        data.cache_latents(family.vae, flips)
         if cache_text:
-            data.cache_text(tokenizer, text_encoder,
-                            trigger=d.trigger_word if tr.preserve_base else None)
+            data.cache_text(encode, trigger=d.trigger_word if tr.preserve_base else None)
         why = ("the text encoder is being trained" if lo.train_text_encoder
                else cfg.caption_options().why_uncached())
         say(ev.Log(f"Cached the latents of {len(examples)} images ({len(data.latents)} "
@@ -274,8 +258,6 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # A dedicated generator for latent sampling, noise and timesteps: its state is saved in
     # checkpoints, so a resumed run draws exactly what an unbroken run would have drawn.
     noise_gen = torch.Generator(device=device).manual_seed(tr.seed + 1_000_003 * (rank + 1))
-    # kohya's timestep range: timesteps drawn from [min_timestep, top_timestep)
-    top_timestep = min(tr.max_timestep, noise_scheduler.config.num_train_timesteps)
     start_step = 0
     if resume_from is not None:
         resume_from = Path(resume_from)
@@ -297,34 +279,16 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         save_config(cfg, cfg.config_copy_path)
     outputs: list[Path] = [cfg.config_copy_path]
     batches_per_step = tr.gradient_accumulation * world  # every process draws its own batch
-    caption_sets = _captions_by_folder(dataset.plan.report)
 
     def export_lora(path: Path, step: int, final: bool) -> Path:
         """Write the LoRA as trained so far (main process), with training metadata."""
-        from lora_studio.core.lora.formats import lora_from_peft, write_lora
-        from lora_studio.core.lora.metadata import build_training_metadata
+        from lora_studio.core.lora.formats import write_lora
 
-        te_model = accelerator.unwrap_model(text_encoder) if lo.train_text_encoder else None
-        lora = lora_from_peft(unet=accelerator.unwrap_model(unet), text_encoder=te_model)
-        lora.metadata = build_training_metadata(
-            network_dim=lo.rank, network_alpha=lo.alpha,
-            base_model_version=BASE_MODEL_VERSIONS[source.arch], base_model_name=source.name,
-            resolution=d.resolution, steps=step,
+        lora = family.lora_file(accelerator.unwrap_model, lo.train_text_encoder)
+        lora.metadata = training_metadata(
+            cfg, dataset, arch=source.arch, base_model_name=source.name, step=step,
             epochs=order.epoch_of_batch(max(step * batches_per_step - 1, 0)) + 1,
-            learning_rate=tr.learning_rate, unet_lr=tr.learning_rate,
-            text_encoder_lr=te_lr if lo.train_text_encoder else None,
-            optimizer=tr.optimizer, lr_scheduler=tr.lr_scheduler, seed=tr.seed,
-            num_train_images=num_train_images,
-            tag_frequency={name: tag_frequency(c) for name, (_, c) in caption_sets.items()},
-            dataset_dirs={name: dirs for name, (dirs, _) in caption_sets.items()},
-            num_reg_images=len(reg.examples) if reg else 0,
-            reg_dataset_dirs=reg.folders if reg else {},
-            prior_loss_weight=tr.prior_loss_weight,
-            noise_offset=tr.noise_offset, min_snr_gamma=tr.min_snr_gamma,
-            mixed_precision=tr.mixed_precision, training_started_at=started_at,
-            training_finished_at=time.time(), title=out.name,
-            trigger_phrase=cfg.trigger_phrase(),
-            dataset_settings=_dataset_metadata(cfg, dataset.plan))
+            started_at=started_at)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
         write_lora(lora, path, layout=out.format, dtype=dtype[out.save_precision])
         outputs.append(path)
@@ -333,11 +297,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
 
     def previews(step: int) -> None:
         if is_main and cfg.sample.prompts:
-            for preview in render_previews(
-                    cfg, step, unet=accelerator.unwrap_model(unet),
-                    text_encoder=accelerator.unwrap_model(text_encoder), vae=vae,
-                    tokenizer=tokenizer, scheduler_config=base_scheduler_config,
-                    accelerator=accelerator):
+            for preview in render_previews(cfg, step, family, unwrap=accelerator.unwrap_model,
+                                           accelerator=accelerator):
                 say(preview)
             for model in trained_models:
                 model.train()
@@ -367,90 +328,79 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             cancelled = True
             break
         tick = time.perf_counter()
-        step_loss = 0.0
+        mean_loss = 0.0
         for micro in range(tr.gradient_accumulation):
             # This process's batch of this micro-step: a pure function of the step, all of one
             # bucket (one image size).
             samples = order.batch((step * tr.gradient_accumulation + micro) * world + rank)
             indices = [s.index for s in samples]
-            flips = [s.flip for s in samples]
-            positions = [s.position for s in samples]
             with accelerator.accumulate(*trained_models):
                 # Latents: a fresh sample of each image's VAE posterior (cached or encoded now).
                 if tr.cache_latents:
-                    mean = torch.cat([data.latents[(i, f)][0] for i, f in zip(indices, flips)])
-                    std = torch.cat([data.latents[(i, f)][1] for i, f in zip(indices, flips)])
+                    mean = torch.cat([data.latents[(s.index, s.flip)][0] for s in samples])
+                    std = torch.cat([data.latents[(s.index, s.flip)][1] for s in samples])
                 else:
-                    pixels = torch.stack([data.pixels(i, f, p) for i, f, p in
-                                          zip(indices, flips, positions)])
+                    pixels = torch.stack([data.pixels(s.index, s.flip, s.position)
+                                          for s in samples])
                     with torch.no_grad():
-                        mean, std = latent_distribution(vae, pixels)
-                latents = sample_latents(vae, mean.to(device), std.to(device), noise_gen)
-                # Caption conditioning: cached, or encoded (with gradients when TE trains).
+                        mean, std = latent_distribution(family.vae, pixels)
+                latents = sample_latents(family.vae, mean.to(device), std.to(device), noise_gen)
+                # Caption conditioning: cached, or encoded (with gradients when a TE trains);
+                # where each image's pixels came from (SDXL's size and crop conditioning).
                 if cache_text:
-                    hidden = torch.cat([data.text[i] for i in indices]).to(device)
+                    cond = Conditioning.cat([data.text[i] for i in indices]).to(device)
                 else:
                     captions = [data.sample_caption(s) for s in samples]
                     with torch.set_grad_enabled(lo.train_text_encoder):
-                        hidden = encode_text(tokenizer, text_encoder, captions,
-                                             d.max_token_length)
-                # Forward diffusion at random timesteps, with the dedicated generator.
-                noise = torch.randn(latents.shape, generator=noise_gen, device=device)
-                noise = offset_noise(noise, tr.noise_offset, noise_gen)
-                timesteps = torch.randint(tr.min_timestep, top_timestep,
-                                          (latents.shape[0],), generator=noise_gen,
-                                          device=device)
-                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                target = training_target(noise_scheduler, latents, noise, timesteps)
-                model_pred = unet(noisy.to(weight_dtype), timesteps,
-                                  hidden.to(weight_dtype)).sample
+                        cond = encode(captions)
+                geometry = [data.geometry(s) for s in samples]
+                noise, timesteps = objective.draw(latents, noise_gen)
                 weights = None
                 if reg is not None:  # regularization samples count prior_loss_weight times
                     weights = torch.tensor([tr.prior_loss_weight if examples[i].regularization
                                             else 1.0 for i in indices], device=device)
-                loss = diffusion_loss(model_pred, target, noise_scheduler, timesteps,
-                                      tr.min_snr_gamma, weights)  # fp32
+                loss = step_loss(family, objective, latents, noise, timesteps, cond, geometry,
+                                 weight_dtype, weights)  # fp32
                 if tr.preserve_base:
                     # Same noisy latents, the captions without the trigger word: the LoRA's
                     # prediction should be the base model's (differential output preservation).
-                    if cache_text:  # a frozen text encoder: base and LoRA read them alike
-                        kept = torch.cat([data.kept_text[i] for i in indices]).to(device)
+                    noisy = objective.noisy(latents, noise, timesteps)
+                    if cache_text:  # frozen text encoders: base and LoRA read them alike
+                        kept = Conditioning.cat([data.kept_text[i] for i in indices]).to(device)
                         kept_base = kept
                     else:
                         kept_captions = [without_trigger(c, d.trigger_word) for c in captions]
                         with torch.set_grad_enabled(lo.train_text_encoder):
-                            kept = encode_text(tokenizer, text_encoder, kept_captions,
-                                               d.max_token_length)
+                            kept = encode(kept_captions)
                     with torch.no_grad(), _base_only(accelerator, trained_models):
                         if not cache_text:
-                            kept_base = encode_text(tokenizer, text_encoder, kept_captions,
-                                                    d.max_token_length)
-                        base_pred = unet(noisy.to(weight_dtype), timesteps,
-                                         kept_base.to(weight_dtype)).sample
-                    kept_pred = unet(noisy.to(weight_dtype), timesteps,
-                                     kept.to(weight_dtype)).sample
-                    loss = loss + tr.preserve_base * diffusion_loss(
-                        kept_pred, base_pred, noise_scheduler, timesteps, tr.min_snr_gamma)
+                            kept_base = encode(kept_captions)
+                        base_pred = family.predict(noisy, timesteps, kept_base, geometry,
+                                                   weight_dtype)
+                    kept_pred = family.predict(noisy, timesteps, kept, geometry, weight_dtype)
+                    loss = loss + tr.preserve_base * objective.loss(kept_pred, base_pred,
+                                                                    timesteps)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and tr.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, tr.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            step_loss += loss.detach().float().item() / tr.gradient_accumulation
+            mean_loss += loss.detach().float().item() / tr.gradient_accumulation
         lr_scheduler.step()
         step += 1
         if world > 1:
-            step_loss = accelerator.reduce(torch.tensor(step_loss, device=device),
-                                           "mean").item()
-        if not math.isfinite(step_loss):
-            raise StudioError(f"The loss became {step_loss} at step {step}: training diverged.",
+            mean_loss = accelerator.reduce(torch.tensor(mean_loss, device=device),
+                                                "mean").item()
+        if not math.isfinite(mean_loss):
+            raise StudioError(f"The loss became {mean_loss} at step {step}: training "
+                              "diverged.",
                               "Lower train.learning_rate, set train.max_grad_norm (e.g. 1.0), "
                               "or use mixed_precision = \"bf16\" / \"no\" instead of fp16.")
-        last_loss = step_loss
+        last_loss = mean_loss
         step_times = (step_times + [time.perf_counter() - tick])[-20:]
         per_step = sum(step_times) / len(step_times)
         epoch = order.epoch_of_batch(step * batches_per_step - 1)
-        say(ev.StepProgress(step=step, total_steps=total_steps, loss=step_loss,
+        say(ev.StepProgress(step=step, total_steps=total_steps, loss=mean_loss,
                             lr=lr_scheduler.get_last_lr()[0], it_per_s=1.0 / max(per_step, 1e-9),
                             eta_s=per_step * (total_steps - step), epoch=epoch))
 
@@ -484,32 +434,40 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                        final_loss=last_loss)
 
 
-def _captions_by_folder(report) -> dict[str, tuple[dict[str, int], list[str]]]:
-    """kohya's ss_dataset_dirs entry and the captions of each dataset folder, by folder name."""
-    folders: dict[str, tuple[dict[str, int], list[str]]] = {}
-    for subset in report.subsets:
-        dirs, _ = folders.setdefault(subset.path.name, ({"n_repeats": subset.repeats,
-                                                         "img_count": 0}, []))
-        dirs["img_count"] += subset.images
-    for item in report.items:
-        folders[report.subsets[item.subset].path.name][1].append(item.caption)
-    return folders
+def step_loss(family, objective, latents: torch.Tensor, noise: torch.Tensor,
+              timesteps: torch.Tensor, cond, geometry, dtype: torch.dtype,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of one batch at given noise and timesteps (fp32): noise the latents, predict,
+    compare with the objective's target. Training draws noise and timesteps at random;
+    validation passes fixed ones, so its values compare across steps."""
+    noisy = objective.noisy(latents, noise, timesteps)
+    target = objective.target(latents, noise, timesteps)
+    pred = family.predict(noisy, timesteps, cond, geometry, dtype)
+    return objective.loss(pred, target, timesteps, weights)
 
 
-def _dataset_metadata(cfg: TrainConfig, plan) -> dict[str, Any]:
-    """kohya's per-dataset ss_* keys: buckets, caption options, token length."""
-    from lora_studio.core.dataset.plan import ss_bucket_metadata
+def _move(network, device, dtype: torch.dtype) -> None:
+    """Put a frozen network on `device` in `dtype` (a dtype cast only where one is needed:
+    diffusers warns about casting a model that was loaded in another dtype)."""
+    if network.dtype == dtype:
+        network.to(device)
+    else:
+        network.to(device, dtype)
 
-    d = cfg.dataset
-    return {**ss_bucket_metadata(plan), "max_token_length": d.max_token_length,
-            "shuffle_caption": d.shuffle_caption, "keep_tokens": d.keep_tokens,
-            "keep_tokens_separator": d.keep_tokens_separator,
-            "caption_dropout_rate": d.caption_dropout_rate,
-            "caption_tag_dropout_rate": d.caption_tag_dropout_rate,
-            "caption_prefix": d.caption_prefix or None, "caption_suffix": d.caption_suffix or None,
-            "random_crop": not d.center_crop, "flip_aug": d.random_flip,
-            "batch_size_per_device": cfg.train.batch_size,
-            "max_train_epochs": cfg.train.max_train_epochs or None}
+
+def _add_lora(network, component: str, cfg: TrainConfig) -> None:
+    """A peft LoRA adapter on one network, on the layers `lora.targets` names."""
+    from peft import LoraConfig
+
+    lo = cfg.lora
+    targets = cfg.unet_targets() if component == "unet" else cfg.text_encoder_targets()
+    try:
+        network.add_adapter(LoraConfig(r=lo.rank, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
+                                       init_lora_weights="gaussian", target_modules=targets))
+    except ValueError as exc:
+        raise ConfigError("lora.targets", f"matches no layer of this {component} ({exc})",
+                          "Use \"attention\", \"attention+mlp\" or UNet module names such as "
+                          "\"to_q\".") from exc
 
 
 @contextlib.contextmanager
@@ -531,21 +489,3 @@ def _any_process(accelerator, flag: bool) -> bool:
         return flag
     total = accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "sum")
     return bool(total.item() > 0)
-
-
-def _make_optimizer(name: str, groups: list[dict[str, Any]], lr: float, weight_decay: float,
-                    device_kind: str):
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    # adamw8bit: bitsandbytes' 8-bit AdamW, CUDA only.
-    if device_kind != "cuda":
-        raise ConfigError("train.optimizer", "\"adamw8bit\" needs a CUDA GPU (bitsandbytes).",
-                          "Use optimizer = \"adamw\" on this machine.")
-    try:
-        import bitsandbytes as bnb
-    except ImportError as exc:
-        raise ConfigError("train.optimizer", "\"adamw8bit\" needs the bitsandbytes package, "
-                          "which is not installed.",
-                          "Install it (pip install \"lora-studio[cuda8bit]\" or pip install "
-                          "bitsandbytes), or use optimizer = \"adamw\".") from exc
-    return bnb.optim.AdamW8bit(groups, lr=lr, weight_decay=weight_decay)

@@ -1,0 +1,39 @@
+"""Model families the trainer can train a LoRA for (see `base.ModelFamily`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lora_studio.core.train.families.base import Conditioning, ModelFamily, SampleGeometry
+
+# architecture (models.architecture) -> the family class that trains it, by import path
+_FAMILIES = {
+    "sd1": "lora_studio.core.train.families.sd:StableDiffusionFamily",
+    "sd2": "lora_studio.core.train.families.sd:StableDiffusionFamily",
+    "sd2-v": "lora_studio.core.train.families.sd:StableDiffusionFamily",
+    "sdxl": "lora_studio.core.train.families.sdxl:StableDiffusionXLFamily",
+}
+
+
+def family_class(arch: str) -> type[ModelFamily]:
+    import importlib
+
+    from lora_studio.core.errors import StudioError
+
+    if arch not in _FAMILIES:
+        raise StudioError(f"LoRA Studio cannot train LoRAs for {arch!r} models yet.",
+                          "Pick an SD 1.x, SD 2.x or SDXL base model in model.base.")
+    module, _, name = _FAMILIES[arch].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_family(spec: Any, *, torch_dtype: Any = None) -> ModelFamily:
+    """Load the base model `spec` (see `models.loading.resolve_model`) into its family."""
+    from lora_studio.core.models.loading import load_components, resolve_model
+
+    source = resolve_model(spec)
+    cls = family_class(source.arch)  # refuse before loading gigabytes
+    return cls(load_components(source, torch_dtype=torch_dtype))
+
+
+__all__ = ["Conditioning", "ModelFamily", "SampleGeometry", "family_class", "load_family"]
