@@ -68,7 +68,8 @@ def test_diffusers_layout_round_trip_keeps_the_strength(lora, tmp_path):
     path = write_lora(lora, tmp_path / "star_diffusers.safetensors", layout="diffusers")
     tensors = load_file(str(path))
     assert "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight" in tensors
-    assert "text_encoder.encoder.layers.0.self_attn.q_proj.lora_B.weight" in tensors
+    # transformers 4 names, as diffusers / ComfyUI / A1111 read them (not transformers 5's)
+    assert "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight" in tensors
     back = read_lora(path)
     assert back.layout == "diffusers" and set(back.modules) == set(lora.modules)
     for name, module in lora.modules.items():

@@ -12,7 +12,7 @@ from collections import Counter
 
 import torch
 
-from lora_studio.core.lora.model import LoraFile, LoraModule
+from lora_studio.core.lora.model import LoraFile, LoraModule, split_canonical
 from lora_studio.core.lora.naming import KOHYA_PREFIXES, canonical_to_kohya, kohya_to_canonical
 
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the LoraConfig JSON
@@ -229,9 +229,15 @@ def modules_from_peft(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
 
 def model_path(name: str) -> tuple[str, str]:
-    """Canonical name -> (component, module path in the diffusers pipeline component)."""
+    """Canonical name -> (component, module path as diffusers-layout files name it).
+
+    Text-encoder paths carry `text_model.` for both encoders (`text_encoder.text_model.encoder.
+    layers.0.self_attn.q_proj`), whatever transformers is installed: that is what diffusers,
+    ComfyUI and A1111 read, and diffusers strips the prefix itself when loading into a flattened
+    (transformers >= 5.6) CLIPTextModel. A lookup in a live model must try it with and without.
+    """
     component, _, path = name.partition(".")
-    if component == "text_encoder_2":  # CLIPTextModelWithProjection still nests text_model
+    if component in ("text_encoder", "text_encoder_2"):
         path = "text_model." + path
     return component, path
 
@@ -242,19 +248,26 @@ def peft_state_dict(lora: LoraFile, dtype: torch.dtype | None = None,
     lora_B, so every loader (diffusers, ComfyUI, anything assuming alpha = rank) applies the
     exact strength; plus per-component LoraConfig dicts saying exactly that (alpha = rank).
     `paths` optionally overrides the module path per canonical name (the pipeline's real names).
+
+    The LoraConfig names each module by its canonical path, without `text_model.`: peft matches
+    `target_modules` / `rank_pattern` as name suffixes, so that form finds the layer in a nested
+    (transformers 4, CLIPTextModelWithProjection) and a flattened (transformers >= 5.6
+    CLIPTextModel) text encoder alike. diffusers strips `text_model.` from the tensor keys for a
+    flattened model but not from this config: with the prefix it refuses the whole file.
     """
     out: dict[str, torch.Tensor] = {}
     ranks: dict[str, dict[str, int]] = {}
     for name, module in lora.modules.items():
         component, path = model_path(name)
+        config_path = split_canonical(name)[1]
         if paths and name in paths:
-            path = paths[name]
+            path = config_path = paths[name]
         target = dtype or module.up.dtype
         up = (module.up.float() * module.scale).to(target)
         down = module.down.to(target)
         out[f"{component}.{path}.lora_A.weight"] = down.detach().contiguous().cpu()
         out[f"{component}.{path}.lora_B.weight"] = up.detach().contiguous().cpu()
-        ranks.setdefault(component, {})[path] = module.rank
+        ranks.setdefault(component, {})[config_path] = module.rank
     configs = {}
     for component, by_path in ranks.items():
         r = Counter(by_path.values()).most_common(1)[0][0]
