@@ -148,6 +148,21 @@ def as_torch_dtype(value: Any) -> Any:
     return getattr(torch, name)
 
 
+def weights_variant(folder: Path) -> str | None:
+    """"fp16" when the folder's UNet weights exist only as a hub variant
+    (`diffusion_pytorch_model.fp16.safetensors`, what `variant="fp16"` downloads), else None."""
+    unet = folder / "unet"
+    plain = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
+             "diffusion_pytorch_model.bin")
+    if not unet.is_dir() or any((unet / name).is_file() for name in plain):
+        return None
+    for variant in ("fp16", "bf16"):
+        if any(unet.glob(f"diffusion_pytorch_model*.{variant}.safetensors*")) \
+                or any(unet.glob(f"diffusion_pytorch_model.safetensors.index.{variant}.json")):
+            return variant
+    return None
+
+
 def _load_folder(source: ModelSource, torch_dtype: Any):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -157,9 +172,12 @@ def _load_folder(source: ModelSource, torch_dtype: Any):
         cls = StableDiffusionPipeline
         extra = {"safety_checker": None, "feature_extractor": None,
                  "requires_safety_checker": False}
+    if torch_dtype is not None:
+        extra["dtype"] = torch_dtype
+    variant = weights_variant(source.path)
+    if variant:
+        extra["variant"] = variant
     try:
-        if torch_dtype is not None:
-            extra["dtype"] = torch_dtype
         pipe = cls.from_pretrained(str(source.path), local_files_only=True, **extra)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise ModelLoadError(

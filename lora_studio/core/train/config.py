@@ -55,7 +55,8 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OUTPUT_FORMATS = ("kohya", "diffusers")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
-PATH_KEYS = {("dataset", "path"), ("dataset", "reg_path"), ("output", "path")}
+PATH_KEYS = {("dataset", "path"), ("dataset", "reg_path"), ("output", "path"),
+             ("model", "config_dir")}
 MAX_TOKEN_LENGTHS = (75, 150, 225)
 # The keys of one `[[dataset.subsets]]` table and their defaults (None: the [dataset] value).
 SUBSET_KEYS: dict[str, Any] = {"path": "", "repeats": 1, "caption_extension": None,
@@ -94,6 +95,11 @@ class ModelSection:
     base: str = _f("", "Base model: a diffusers folder, a .safetensors checkpoint or a hub id "
                    "already in the local cache. Empty or \"tiny\" = the built-in tiny model.",
                    label="Base model", group="Model and data")
+    config_dir: str = _f("", "For a single-file checkpoint of a non-standard size only: a folder "
+                         "of diffusers configs and tokenizers that matches it (the folder of a "
+                         "diffusers copy of the model will do). Empty = the shipped SD 1.5 / "
+                         "SD 2 / SDXL configs.", label="Checkpoint configs",
+                         group="Model and data", widget="folder", advanced=True)
 
 
 @dataclass

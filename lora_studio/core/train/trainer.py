@@ -160,7 +160,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # (an fp16 folder trained in fp32 must not keep fp16 text encoders).
     base_spec = None if cfg.model.base in ("", "tiny") else cfg.model.base
     with accelerator.main_process_first():  # the main process creates the built-in model once
-        family = load_family(base_spec, torch_dtype=weight_dtype)
+        family = load_family(base_spec, torch_dtype=weight_dtype,
+                             config_dir=cfg.model.config_dir or None)
     source = family.source
     for network in (*family.networks().values(), family.vae):
         network.requires_grad_(False)

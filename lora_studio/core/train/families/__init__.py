@@ -27,13 +27,14 @@ def family_class(arch: str) -> type[ModelFamily]:
     return getattr(importlib.import_module(module), name)
 
 
-def load_family(spec: Any, *, torch_dtype: Any = None) -> ModelFamily:
-    """Load the base model `spec` (see `models.loading.resolve_model`) into its family."""
+def load_family(spec: Any, *, torch_dtype: Any = None, config_dir: Any = None) -> ModelFamily:
+    """Load the base model `spec` (see `models.loading.resolve_model`) into its family;
+    `config_dir` is the config folder of a single-file checkpoint of a non-standard size."""
     from lora_studio.core.models.loading import load_components, resolve_model
 
     source = resolve_model(spec)
     cls = family_class(source.arch)  # refuse before loading gigabytes
-    return cls(load_components(source, torch_dtype=torch_dtype))
+    return cls(load_components(source, torch_dtype=torch_dtype, config_dir=config_dir))
 
 
 __all__ = ["Conditioning", "ModelFamily", "SampleGeometry", "family_class", "load_family"]
