@@ -152,8 +152,8 @@ def weights_variant(folder: Path) -> str | None:
     """"fp16" when the folder's UNet weights exist only as a hub variant
     (`diffusion_pytorch_model.fp16.safetensors`, what `variant="fp16"` downloads), else None."""
     unet = folder / "unet"
-    plain = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
-             "diffusion_pytorch_model.bin")
+    plain = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+             "diffusion_pytorch_model.safetensors.index.json")
     if not unet.is_dir() or any((unet / name).is_file() for name in plain):
         return None
     for variant in ("fp16", "bf16"):
