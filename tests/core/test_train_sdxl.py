@@ -207,3 +207,19 @@ def test_sdxl_caption_encoding_is_what_the_pipeline_generates_with(tiny_models):
         long = family.encode([caption], 150)
     assert long.hidden.shape[1] == 152 and long.hidden.shape[2] == hidden.shape[2]
     assert torch.allclose(long.pooled, pooled, atol=1e-6)  # the short caption fits window 1
+
+
+def test_sdxl_vae_stays_fp32_in_fp16_runs_unless_it_is_the_fp16_fix(tiny_models):
+    """The SDXL VAE overflows in fp16: with `force_upcast` in its config (SDXL base's) it runs
+    in fp32 in an fp16 run; the fp16-fix VAE (no force_upcast) and bf16 runs keep the run's."""
+    from lora_studio.core.train.families import family_class, load_family
+
+    family = load_family(tiny_models["sdxl"].folder)
+    assert family.vae.config.force_upcast
+    assert family.vae_dtype(torch.float16) == torch.float32
+    assert family.vae_dtype(torch.bfloat16) == torch.bfloat16
+    family.vae.register_to_config(force_upcast=False)
+    assert family.vae_dtype(torch.float16) == torch.float16
+    assert family_class("sd2-v") is family_class("sd1")  # one family for SD 1.x / 2.x
+    with pytest.raises(Exception, match="cannot train LoRAs for 'flux'"):
+        family_class("flux")

@@ -99,7 +99,8 @@ class ModelSection:
                          "of diffusers configs and tokenizers that matches it (the folder of a "
                          "diffusers copy of the model will do). Empty = the shipped SD 1.5 / "
                          "SD 2 / SDXL configs.", label="Checkpoint configs",
-                         group="Model and data", widget="folder", advanced=True)
+                         group="Model and data", widget="folder", advanced=True,
+                         placeholder="the shipped configs (SD 1.5, SD 2, SDXL)")
 
 
 @dataclass
@@ -205,10 +206,11 @@ class LoraSection:
                       "\"attention+mlp+conv\" (LoCon: also the ResNet convolutions), or a "
                       "list of UNet module names (e.g. [\"to_q\", \"to_v\"]).",
                       label="Targets", group="LoRA", choices=tuple(TARGET_PRESETS))
-    train_text_encoder: bool = _f(False, "Also train a LoRA on the text encoder.",
+    train_text_encoder: bool = _f(False, "Also train a LoRA on the text encoder (both text "
+                                  "encoders of an SDXL model).",
                                   label="Text encoder too", group="LoRA")
-    text_encoder_lr: float = _f(0.0, "Learning rate of the text-encoder LoRA "
-                                "(0 = the same as train.learning_rate).",
+    text_encoder_lr: float = _f(0.0, "Learning rate of the text-encoder LoRA, both encoders "
+                                "for SDXL (0 = the same as train.learning_rate).",
                                 label="Text encoder LR", group="LoRA", widget="learning_rate",
                                 minimum=0.0, special="same as LR")
 

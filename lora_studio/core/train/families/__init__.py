@@ -6,24 +6,28 @@ from typing import Any
 
 from lora_studio.core.train.families.base import Conditioning, ModelFamily, SampleGeometry
 
-# architecture (models.architecture) -> the family class that trains it, by import path
+# LoRA family (models.architecture.lora_family: SD 2.x epsilon and v share one) -> the class
+# that trains it, by import path (a family's diffusers imports wait until it is used)
 _FAMILIES = {
     "sd1": "lora_studio.core.train.families.sd:StableDiffusionFamily",
     "sd2": "lora_studio.core.train.families.sd:StableDiffusionFamily",
-    "sd2-v": "lora_studio.core.train.families.sd:StableDiffusionFamily",
     "sdxl": "lora_studio.core.train.families.sdxl:StableDiffusionXLFamily",
 }
 
 
 def family_class(arch: str) -> type[ModelFamily]:
+    """The family that trains LoRAs for architecture `arch` ("sd1", "sd2", "sd2-v", "sdxl")."""
     import importlib
 
     from lora_studio.core.errors import StudioError
+    from lora_studio.core.models.architecture import lora_family
 
-    if arch not in _FAMILIES:
+    try:
+        path = _FAMILIES[lora_family(arch)]
+    except (KeyError, ValueError):
         raise StudioError(f"LoRA Studio cannot train LoRAs for {arch!r} models yet.",
-                          "Pick an SD 1.x, SD 2.x or SDXL base model in model.base.")
-    module, _, name = _FAMILIES[arch].partition(":")
+                          "Pick an SD 1.x, SD 2.x or SDXL base model in model.base.") from None
+    module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
