@@ -55,8 +55,8 @@ MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OUTPUT_FORMATS = ("kohya", "diffusers")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
-PATH_KEYS = {("dataset", "path"), ("dataset", "reg_path"), ("output", "path"),
-             ("model", "config_dir")}
+PATH_KEYS = {("dataset", "path"), ("dataset", "reg_path"), ("dataset", "validation_path"),
+             ("output", "path"), ("model", "config_dir")}
 MAX_TOKEN_LENGTHS = (75, 150, 225)
 # The keys of one `[[dataset.subsets]]` table and their defaults (None: the [dataset] value).
 SUBSET_KEYS: dict[str, Any] = {"path": "", "repeats": 1, "caption_extension": None,
@@ -64,8 +64,8 @@ SUBSET_KEYS: dict[str, Any] = {"path": "", "repeats": 1, "caption_extension": No
 
 
 # The groups of the Train form, in the order it shows them (a field's `group`).
-GROUPS = ("Model and data", "Dataset", "Buckets", "Captions", "LoRA", "Training", "Previews",
-          "Output")
+GROUPS = ("Model and data", "Dataset", "Buckets", "Captions", "LoRA", "Training", "Validation",
+          "Previews", "Output")
 
 
 def _sampler_names() -> list[str]:
@@ -191,6 +191,16 @@ class DatasetSection:
                        "with its folder's class. Empty = none.",
                        label="Reg images", group="Model and data", widget="folder",
                        placeholder="none (optional)")
+    validation_split: float = _f(0.0, "Share of the dataset's images held out for validation "
+                                 "(kohya's validation_split, e.g. 0.1): they are not trained "
+                                 "on, and the validation loss on them shows when the LoRA "
+                                 "starts to overfit. 0 = none.",
+                                 label="Validation share", group="Validation", minimum=0.0,
+                                 maximum=0.9, step=0.05, special="off")
+    validation_path: str = _f("", "A folder of captioned images to validate on instead of a "
+                              "share of the dataset (never trained on). Empty = none.",
+                              label="Validation images", group="Validation", widget="folder",
+                              placeholder="none (optional)", advanced=True)
 
 
 @dataclass
@@ -281,6 +291,12 @@ class TrainSection:
                               maximum=100.0, step=0.1, special="off", advanced=True)
     cache_latents: bool = _f(True, "Encode every image (and caption) once before training.",
                              label="Cache latents", group="Training", advanced=True)
+    validate_every_n_steps: int = _f(0, "Compute the validation loss every N steps (kohya's "
+                                     "validate_every_n_steps); 0 = at the end of every epoch. "
+                                     "Needs dataset.validation_split or validation_path.",
+                                     label="Validate every", group="Validation", minimum=0,
+                                     maximum=10_000_000, step=50, unit="steps",
+                                     special="each epoch")
 
 
 @dataclass
@@ -501,6 +517,10 @@ def _validate_captions(d: DatasetSection) -> None:
         _check(0 <= value <= 1, f"dataset.{key}", f"must be in [0, 1], got {value}")
     _check(d.max_token_length in MAX_TOKEN_LENGTHS, "dataset.max_token_length",
            f"must be one of {', '.join(map(str, MAX_TOKEN_LENGTHS))}, got {d.max_token_length}")
+    _check(0 <= d.validation_split < 1, "dataset.validation_split",
+           f"must be in [0, 1), got {d.validation_split}")
+    _check(not (d.validation_split and d.validation_path), "dataset.validation_path",
+           "cannot be used together with dataset.validation_split", "Set one of the two.")
 
 
 def _coerce_subsets(value: Any, base: Path) -> list[dict[str, Any]]:
