@@ -1,11 +1,21 @@
-"""How the UI (or CLI) steers a running job: a small, thread-safe control object.
+"""Jobs: how the UI (or CLI) steers a running job, and how every job is run.
 
-A job checks `control.cancelled` between steps; the UI sets flags from another thread.
+A job is a callable `job(emit, control)`: it reports through `emit` (events.py dataclasses) and
+checks `control` (cancel / pause / sample-now / save-now, set from another thread) between
+steps. `run_job` runs one so that it always ends in exactly one Finished / Failed / Cancelled
+event; the CLI, the trainer and the window's worker thread all use it.
 """
 
 from __future__ import annotations
 
 import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lora_studio.core import events as ev
+from lora_studio.core.errors import StudioError
 
 
 class JobControl:
@@ -56,6 +66,82 @@ class JobControl:
         hit = self._save_now.is_set()
         self._save_now.clear()
         return hit
+
+
+# ----------------------------------------------------------------------------- running a job
+TERMINAL_EVENTS = (ev.Finished, ev.Failed, ev.Cancelled)
+# Exit codes of a CLI command for each way a job ends.
+EXIT_FINISHED, EXIT_UNEXPECTED, EXIT_STUDIO_ERROR, EXIT_CANCELLED = 0, 1, 2, 130
+
+Job = Callable[[ev.Emit, JobControl], Any]
+
+
+@dataclass
+class JobOutcome:
+    """How a job ended: its one terminal event, the CLI exit code, what it returned."""
+
+    terminal: ev.Event
+    code: int
+    result: Any = None
+
+
+def failed_event(exc: BaseException, doing: str = "") -> ev.Failed:
+    """A Failed event for an exception: a message a person can act on, the traceback behind it.
+    `doing` names the job in an unexpected error's message ("Training")."""
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, StudioError):
+        return ev.Failed(message=exc.user_message(), details=details)
+    what = f"{doing} stopped by an unexpected error" if doing else "Unexpected error"
+    return ev.Failed(message=f"{what}: {type(exc).__name__}: {exc}\n"
+                             "See the details; if it looks like a bug, please report it with them.",
+                     details=details)
+
+
+def _default_ending(result: Any, control: JobControl) -> ev.Event:
+    if control.cancelled:
+        return ev.Cancelled(message="Cancelled.")
+    return ev.Finished(result=result)
+
+
+def run_job(job: Job, emit: ev.Emit, control: JobControl | None = None, *,
+            ending: Callable[[Any, JobControl], ev.Event] = _default_ending, doing: str = "",
+            interrupted: str = "Stopped.") -> JobOutcome:
+    """Run `job(emit, control)` so that it ends in exactly one terminal event (Finished, Failed
+    or Cancelled), emitted last and returned; never raises for the job's failure. Events after
+    the terminal one are dropped. A job that returns without a terminal event ends as
+    `ending(result, control)` says; a StudioError fails with its message (exit code 2), a
+    KeyboardInterrupt (a second Ctrl+C) cancels with `interrupted` (130), anything else fails as
+    an unexpected error with its traceback in `details` (1). The CLI, the trainer and the
+    window's worker thread all run jobs through here."""
+    control = control or JobControl()
+    ended: list[ev.Event] = []
+
+    def guarded(event: ev.Event) -> None:
+        if ended:  # nothing after the end: a job that ends twice is a bug
+            return
+        if isinstance(event, TERMINAL_EVENTS):
+            ended.append(event)
+        emit(event)
+
+    code, result = EXIT_FINISHED, None
+    try:
+        result = job(guarded, control)
+    except StudioError as exc:
+        guarded(failed_event(exc))
+        code = EXIT_STUDIO_ERROR
+    except KeyboardInterrupt:
+        guarded(ev.Cancelled(message=interrupted))
+        code = EXIT_CANCELLED
+    except BaseException as exc:  # noqa: BLE001 - every failure must end the job visibly
+        guarded(failed_event(exc, doing))
+        code = EXIT_UNEXPECTED
+    else:
+        if not ended:
+            guarded(ending(result, control))
+    terminal = ended[0]
+    if code == EXIT_FINISHED and not isinstance(terminal, ev.Finished):
+        code = EXIT_CANCELLED if isinstance(terminal, ev.Cancelled) else EXIT_STUDIO_ERROR
+    return JobOutcome(terminal, code, result)
 
 
 # The name DESIGN.md uses for the simplest case.

@@ -18,32 +18,20 @@ from __future__ import annotations
 
 import itertools
 import threading
-import traceback
 from typing import Any
 from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QThread, QThreadPool, Signal, Slot
 
 from lora_studio.core import events as ev
-from lora_studio.core.errors import StudioError
-from lora_studio.core.jobs import JobControl
+from lora_studio.core.jobs import TERMINAL_EVENTS, Job, JobControl, failed_event, run_job
 
-Job = Callable[[ev.Emit, JobControl], Any]
-TERMINAL_EVENTS = (ev.Finished, ev.Failed, ev.Cancelled)
-
-
-def failed_event(exc: BaseException) -> ev.Failed:
-    """A Failed event for an exception: a message a person can act on, the traceback behind it."""
-    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if isinstance(exc, StudioError):
-        return ev.Failed(message=exc.user_message(), details=details)
-    return ev.Failed(message=f"Unexpected error: {type(exc).__name__}: {exc}\n"
-                             "See the details; if it looks like a bug, please report it with them.",
-                     details=details)
+__all__ = ["Job", "JobRunner", "TaskPool", "TERMINAL_EVENTS", "device_probe", "failed_event"]
 
 
 class _JobWorker(QObject):
-    """Lives in the job thread; runs the job and guarantees exactly one terminal event."""
+    """Lives in the job thread; runs the job through `core.jobs.run_job` (exactly one terminal
+    event, failures as Failed events)."""
 
     event = Signal(object)
     done = Signal(object)  # the terminal event, after it was emitted
@@ -52,28 +40,11 @@ class _JobWorker(QObject):
         super().__init__()
         self._job = job
         self._control = control
-        self._terminal: ev.Event | None = None
-
-    def _emit(self, event: ev.Event) -> None:
-        if self._terminal is not None:  # nothing after the end: a job that ends twice is a bug
-            return
-        if isinstance(event, TERMINAL_EVENTS):
-            self._terminal = event
-        self.event.emit(event)
 
     @Slot()
     def run(self) -> None:
-        try:
-            result = self._job(self._emit, self._control)
-        except BaseException as exc:  # noqa: BLE001 - every failure must end the job visibly
-            self._emit(failed_event(exc))
-        else:
-            if self._terminal is None:  # the job returned without saying how it ended
-                if self._control.cancelled:
-                    self._emit(ev.Cancelled(message="Cancelled."))
-                else:
-                    self._emit(ev.Finished(result=result))
-        self.done.emit(self._terminal)
+        outcome = run_job(self._job, self.event.emit, self._control)
+        self.done.emit(outcome.terminal)
 
 
 class JobRunner(QObject):

@@ -112,7 +112,8 @@ def run_train_command(config_path: str | Path, overrides: list[str], resume: Pat
                       events_json: bool) -> int:
     """The `lora-studio train` command; returns the process exit code."""
     from lora_studio.core.train.config import load_config
-    from lora_studio.core.train.trainer import EXIT_STUDIO_ERROR, run_training_job_with_code
+    from lora_studio.core.jobs import EXIT_STUDIO_ERROR
+    from lora_studio.core.train.trainer import run_training_job_with_code
 
     printer = _ProgressPrinter(events_json)
     try:

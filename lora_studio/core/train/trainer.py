@@ -27,7 +27,6 @@ import contextlib
 import math
 import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 
 from lora_studio.core import events as ev
 from lora_studio.core.errors import ConfigError, StudioError
-from lora_studio.core.jobs import JobControl
+from lora_studio.core.jobs import JobControl, run_job
 from lora_studio.core.train.config import TrainConfig, save_config
 
 
@@ -54,10 +53,6 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-# Exit codes of `lora-studio train` for each way a job ends.
-EXIT_FINISHED, EXIT_UNEXPECTED, EXIT_STUDIO_ERROR, EXIT_CANCELLED = 0, 1, 2, 130
-
-
 def run_training_job(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                      resume_from: str | Path | None = None) -> ev.Event:
     """Run `train` and emit exactly one terminal event (Finished, Failed or Cancelled), which is
@@ -69,42 +64,27 @@ def run_training_job(config: TrainConfig, emit: ev.Emit, control: JobControl | N
 def run_training_job_with_code(config: TrainConfig, emit: ev.Emit,
                                control: JobControl | None = None,
                                resume_from: str | Path | None = None) -> tuple[ev.Event, int]:
-    """`run_training_job`, also returning the CLI exit code (0, 1, 2 or 130)."""
-    control = control or JobControl()
+    """`run_training_job`, also returning the CLI exit code (0, 1, 2 or 130): `jobs.run_job`
+    around `train`, with the training run's own words for how it ended."""
     say = emit if _is_main_process() else (lambda event: None)
-    terminal: ev.Event
-    code = EXIT_FINISHED
-    try:
-        result = train(config, emit, control, resume_from=resume_from)
-    except StudioError as exc:
-        terminal = ev.Failed(message=exc.user_message(), details=traceback.format_exc())
-        code = EXIT_STUDIO_ERROR
-    except KeyboardInterrupt:  # a second Ctrl+C: stop now, without saving
-        terminal = ev.Cancelled(message="Training aborted; nothing was saved after the last "
-                                "LoRA or checkpoint written.")
-        code = EXIT_CANCELLED
-    except Exception as exc:  # a bug or an environment problem: short message, details behind
-        code = EXIT_UNEXPECTED
-        terminal = ev.Failed(
-            message=f"Training stopped by an unexpected error: {type(exc).__name__}: {exc}\n"
-                    "See the details; if it looks like a bug, please report it with them.",
-            details=traceback.format_exc())
-    else:
-        if result.cancelled:
-            where = f" The LoRA trained so far is saved at {result.lora_path}." \
-                if result.lora_path else ""
-            resume = f" Continue with --resume {result.last_checkpoint}." \
-                if result.last_checkpoint else ""
-            terminal = ev.Cancelled(message=f"Training cancelled at step {result.steps_done} of "
-                                    f"{result.total_steps}.{where}{resume}",
-                                    outputs=list(result.outputs))
-            code = EXIT_CANCELLED
-        else:
-            terminal = ev.Finished(result=result, outputs=list(result.outputs),
-                                   message=f"Training finished: {result.total_steps} steps. "
-                                           f"LoRA saved at {result.lora_path}.")
-    say(terminal)
-    return terminal, code
+    outcome = run_job(lambda emit_, control_: train(config, emit_, control_, resume_from),
+                      say, control, ending=_training_ending, doing="Training",
+                      interrupted="Training aborted; nothing was saved after the last LoRA or "
+                                  "checkpoint written.")
+    return outcome.terminal, outcome.code
+
+
+def _training_ending(result: TrainResult, control: JobControl) -> ev.Event:
+    if result.cancelled:
+        where = f" The LoRA trained so far is saved at {result.lora_path}." \
+            if result.lora_path else ""
+        resume = f" Continue with --resume {result.last_checkpoint}." \
+            if result.last_checkpoint else ""
+        return ev.Cancelled(message=f"Training cancelled at step {result.steps_done} of "
+                            f"{result.total_steps}.{where}{resume}", outputs=list(result.outputs))
+    return ev.Finished(result=result, outputs=list(result.outputs),
+                       message=f"Training finished: {result.total_steps} steps. "
+                               f"LoRA saved at {result.lora_path}.")
 
 
 def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
