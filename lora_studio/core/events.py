@@ -40,6 +40,16 @@ class StepProgress:
 
 
 @dataclass
+class Validation:
+    """The validation loss at a step: fixed noise and timesteps on held-out images
+    (`core/train/validation.py`), so values compare across steps."""
+
+    step: int
+    loss: float
+    images: int
+
+
+@dataclass
 class Preview:
     """A sample image rendered during training with fixed prompt and seed."""
 
@@ -115,6 +125,7 @@ Event = Union[
     JobStarted,
     Log,
     StepProgress,
+    Validation,
     Preview,
     GenerationStep,
     ImageGenerated,

@@ -35,7 +35,8 @@ from lora_studio.core import events as ev
 from lora_studio.core.jobs import JobControl
 from lora_studio.core.paths import sample_dataset_dir
 from lora_studio.core.train.config import config_from_dict
-from lora_studio.core.train.trainer import run_training_job, step_loss
+from lora_studio.core.train.objective import step_loss
+from lora_studio.core.train.trainer import run_training_job
 
 CAPTION = "zqstar"
 STEPS = 80

@@ -54,6 +54,9 @@ class _ProgressPrinter:
             self._write(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, ev.Preview):
             self._write(f"Preview at step {event.step}: {event.prompt!r}")
+        elif isinstance(event, ev.Validation):
+            self._write(f"Validation loss at step {event.step}: {event.loss:.4f} "
+                        f"({event.images} images)")
         elif isinstance(event, ev.CheckpointSaved):
             self._write(f"Checkpoint saved: {event.path}")
         elif isinstance(event, ev.LoraSaved):

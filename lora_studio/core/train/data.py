@@ -30,6 +30,7 @@ from lora_studio.core.dataset.plan import DatasetPlan
 from lora_studio.core.dataset.samples import SampleMaker
 from lora_studio.core.dataset.transforms import image_to_tensor
 from lora_studio.core.train.families.base import Conditioning, SampleGeometry
+from lora_studio.core.train.validation import ValidationSet
 
 __all__ = ["DataOrder", "Example", "Sample", "RegularizationSet", "TrainData", "TrainingSet",
            "prepare_training_set",
@@ -106,6 +107,7 @@ class TrainingSet:
     reg: RegularizationSet | None
     order: DataOrder
     data: TrainData
+    validation: ValidationSet | None = None  # held-out images (never in the batch order)
 
     @property
     def num_train_images(self) -> int:
@@ -118,6 +120,8 @@ def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None]) -
     from lora_studio.core.dataset.checks import describe_caption_sources, min_image_side
     from lora_studio.core.dataset.plan import check_from_config, format_training, plan_from_config
     from lora_studio.core.errors import DatasetError
+
+    from lora_studio.core.train.validation import split_validation, validation_set
 
     d, tr = cfg.dataset, cfg.train
     report = check_from_config(cfg)
@@ -132,6 +136,7 @@ def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None]) -
                            "folders).")
     for line in report.warnings:
         say(line, "warning")
+    report, held_out, validation_source = split_validation(cfg, report)
     reg = None
     if d.reg_path:
         reg = load_regularization(d.reg_path, caption_extension=d.caption_extension,
@@ -158,9 +163,18 @@ def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None]) -
     fits.update(reg.fits if reg else {})
     order = DataOrder(examples, batch_size=tr.batch_size, seed=tr.seed,
                       random_flip=d.random_flip)
-    data = TrainData(examples, fits, d.center_crop, tr.seed, cfg.caption_options(),
-                     d.max_token_length, crop_per_image=tr.cache_latents)
-    return TrainingSet(plan, examples, reg, order, data)
+    validation = None
+    if held_out:
+        validation = validation_set(held_out, validation_source, len(examples),
+                                    cfg.bucket_settings())
+        fits.update(validation.fits)
+        every = (f"every {tr.validate_every_n_steps} steps" if tr.validate_every_n_steps
+                 else "at the end of every epoch")
+        say(f"Validation: {validation_source}, scored {every}.", "info")
+    data = TrainData(examples + (validation.examples if validation else []), fits,
+                     d.center_crop, tr.seed, cfg.caption_options(), d.max_token_length,
+                     crop_per_image=tr.cache_latents)
+    return TrainingSet(plan, examples, reg, order, data, validation)
 
 
 def encode_text(tokenizer, text_encoder, captions: list[str],

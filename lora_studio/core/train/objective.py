@@ -106,3 +106,15 @@ class DiffusionObjective:
              weights: torch.Tensor | None = None) -> torch.Tensor:
         return diffusion_loss(pred, target, self.scheduler, timesteps, self.min_snr_gamma,
                               weights)
+
+
+def step_loss(family, objective, latents: torch.Tensor, noise: torch.Tensor,
+              timesteps: torch.Tensor, cond, geometry, dtype: torch.dtype,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of one batch at given noise and timesteps (fp32): noise the latents, let the
+    family's denoiser predict, compare with the objective's target. Training draws noise and
+    timesteps at random; validation passes fixed ones, so its values compare across steps."""
+    noisy = objective.noisy(latents, noise, timesteps)
+    target = objective.target(latents, noise, timesteps)
+    pred = family.predict(noisy, timesteps, cond, geometry, dtype)
+    return objective.loss(pred, target, timesteps, weights)

@@ -36,6 +36,7 @@ from lora_studio.core import events as ev
 from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.jobs import JobControl, run_job
 from lora_studio.core.train.config import TrainConfig, save_config
+from lora_studio.core.train.objective import step_loss  # noqa: F401 (validation's too)
 
 
 @dataclass
@@ -284,6 +285,20 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             for model in trained_models:
                 model.train()
 
+    def validate(step: int) -> None:
+        if dataset.validation is None or not is_main:
+            return
+        from lora_studio.core.train.validation import validation_loss
+
+        for model in trained_models:
+            model.eval()  # no dropout: the same weights give the same value
+        loss = validation_loss(family, objective, data, dataset.validation, encode=encode,
+                               cached_text=cache_text, device=device, dtype=weight_dtype,
+                               seed=tr.seed)
+        for model in trained_models:
+            model.train()
+        say(ev.Validation(step=step, loss=loss, images=len(dataset.validation.examples)))
+
     def checkpoint(step: int) -> Path:
         state = {"step": step, "total_steps": total_steps,
                  "batches_seen": step * batches_per_step,
@@ -301,6 +316,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     step, last_checkpoint, last_loss, cancelled = start_step, None, None, False
     last_checkpoint_step = -1
     step_times: list[float] = []
+    if start_step == 0:
+        validate(0)  # the base model's value: where the curve starts
     for model in trained_models:
         model.train()
     while step < total_steps:
@@ -386,9 +403,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                             eta_s=per_step * (total_steps - step), epoch=epoch))
 
         # Side work at step boundaries (everything below is outside the timed step).
+        epoch_ended = order.epoch_of_batch(step * batches_per_step) > epoch
+        if tr.validate_every_n_steps and step % tr.validate_every_n_steps == 0 \
+                or not tr.validate_every_n_steps and epoch_ended or step == total_steps:
+            validate(step)
         if step == total_steps:
             break
-        epoch_ended = order.epoch_of_batch(step * batches_per_step) > epoch
         if is_main and out.save_every_n_epochs and epoch_ended \
                 and (epoch + 1) % out.save_every_n_epochs == 0:  # kohya's <name>-000001 files
             export_lora(cfg.output_dir / f"{out.name}-{epoch + 1:06d}.safetensors", step, False)
@@ -413,18 +433,6 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     return TrainResult(lora_path=lora_path, steps_done=step, total_steps=total_steps,
                        cancelled=cancelled, outputs=outputs, last_checkpoint=last_checkpoint,
                        final_loss=last_loss)
-
-
-def step_loss(family, objective, latents: torch.Tensor, noise: torch.Tensor,
-              timesteps: torch.Tensor, cond, geometry, dtype: torch.dtype,
-              weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The loss of one batch at given noise and timesteps (fp32): noise the latents, predict,
-    compare with the objective's target. Training draws noise and timesteps at random;
-    validation passes fixed ones, so its values compare across steps."""
-    noisy = objective.noisy(latents, noise, timesteps)
-    target = objective.target(latents, noise, timesteps)
-    pred = family.predict(noisy, timesteps, cond, geometry, dtype)
-    return objective.loss(pred, target, timesteps, weights)
 
 
 def _move(network, device, dtype: torch.dtype) -> None:
