@@ -50,6 +50,18 @@ class Validation:
 
 
 @dataclass
+class Diverged:
+    """Training met a non-finite loss or gradient; that update was not applied, the last good
+    LoRA is saved at `lora_path`, and the job is paused until resumed or cancelled (only when
+    its control has `pause_on_divergence`; otherwise the job fails with the same message)."""
+
+    step: int
+    message: str
+    advice: str
+    lora_path: Path | None = None
+
+
+@dataclass
 class Preview:
     """A sample image rendered during training with fixed prompt and seed."""
 
@@ -126,6 +138,7 @@ Event = Union[
     Log,
     StepProgress,
     Validation,
+    Diverged,
     Preview,
     GenerationStep,
     ImageGenerated,

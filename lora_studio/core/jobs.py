@@ -21,7 +21,11 @@ from lora_studio.core.errors import StudioError
 class JobControl:
     """Cancel / pause / sample-now / save-now requests for a running job."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause_on_divergence: bool = False) -> None:
+        # What a diverging training run does: stop with an error (the CLI), or pause and wait
+        # for the person's choice (the app: Resume, perhaps after `request_lr_scale`, or Cancel).
+        self.pause_on_divergence = pause_on_divergence
+        self._lr_scale: float | None = None
         self._cancel = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
@@ -45,6 +49,10 @@ class JobControl:
     def request_save(self) -> None:
         self._save_now.set()
 
+    def request_lr_scale(self, factor: float) -> None:
+        """Scale the learning rates by `factor` when the job next asks (after a divergence)."""
+        self._lr_scale = factor
+
     # --- checks (the job's thread) ---
     @property
     def cancelled(self) -> bool:
@@ -61,6 +69,10 @@ class JobControl:
         hit = self._sample_now.is_set()
         self._sample_now.clear()
         return hit
+
+    def take_lr_scale(self) -> float | None:
+        factor, self._lr_scale = self._lr_scale, None
+        return factor
 
     def take_save_request(self) -> bool:
         hit = self._save_now.is_set()

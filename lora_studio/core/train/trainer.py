@@ -299,6 +299,27 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             model.train()
         say(ev.Validation(step=step, loss=loss, images=len(dataset.validation.examples)))
 
+    def diverged(step: int, what: str) -> None:
+        """Save the last good LoRA; stop (CLI), or pause until the person chooses (app)."""
+        good = step - 1
+        path = export_lora(cfg.lora_path, good, final=False) if is_main else cfg.lora_path
+        message = (f"Training diverged at step {step}: {what}. That step's update was not "
+                   f"applied; the LoRA of step {good}, the last good one, is saved at {path}.")
+        advice = ("Lower train.learning_rate (e.g. to half), use mixed_precision = \"bf16\" "
+                  "instead of \"fp16\", or set train.max_grad_norm (e.g. 1.0), and resume.")
+        if not control.pause_on_divergence:
+            raise StudioError(message, advice)
+        control.pause()  # before saying so: whoever hears it may resume at once
+        say(ev.Diverged(step=step, message=message, advice=advice, lora_path=path))
+        control.wait_if_paused()
+        scale = control.take_lr_scale()
+        if scale:
+            for group in optimizer.param_groups:
+                group["lr"] *= scale
+            lr_scheduler.base_lrs = [lr * scale for lr in lr_scheduler.base_lrs]
+            say(ev.Log(f"Learning rate scaled by {scale:g}; training goes on from step "
+                       f"{step}."))
+
     def checkpoint(step: int) -> Path:
         state = {"step": step, "total_steps": total_steps,
                  "batches_seen": step * batches_per_step,
@@ -326,7 +347,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             cancelled = True
             break
         tick = time.perf_counter()
-        mean_loss = 0.0
+        mean_loss, not_finite = 0.0, ""
         for micro in range(tr.gradient_accumulation):
             # This process's batch of this micro-step: a pure function of the step, all of one
             # bucket (one image size).
@@ -379,9 +400,19 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                     loss = loss + tr.preserve_base * objective.loss(kept_pred, base_pred,
                                                                     timesteps)
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and tr.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, tr.max_grad_norm)
-                optimizer.step()
+                # The watchdog: a non-finite loss or gradient never reaches the weights (an
+                # fp16 GradScaler skips overflowing steps by itself and is left to do so).
+                if not torch.isfinite(loss.detach()).all():
+                    not_finite = f"the loss became {loss.detach().float().item()}"
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(
+                        trainable, tr.max_grad_norm if tr.max_grad_norm > 0 else math.inf)
+                    if not not_finite and accelerator.scaler is None \
+                            and not torch.isfinite(norm).all():
+                        not_finite = f"the gradient norm became {float(norm)}"
+                    not_finite = _any_process_says(accelerator, not_finite)
+                if not not_finite:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             mean_loss += loss.detach().float().item() / tr.gradient_accumulation
         lr_scheduler.step()
@@ -389,11 +420,9 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         if world > 1:
             mean_loss = accelerator.reduce(torch.tensor(mean_loss, device=device),
                                                 "mean").item()
-        if not math.isfinite(mean_loss):
-            raise StudioError(f"The loss became {mean_loss} at step {step}: training "
-                              "diverged.",
-                              "Lower train.learning_rate, set train.max_grad_norm (e.g. 1.0), "
-                              "or use mixed_precision = \"bf16\" / \"no\" instead of fp16.")
+        if not_finite:  # that update was not applied: the weights are still step - 1's
+            diverged(step, not_finite)
+            continue
         last_loss = mean_loss
         step_times = (step_times + [time.perf_counter() - tick])[-20:]
         per_step = sum(step_times) / len(step_times)
@@ -470,6 +499,14 @@ def _base_only(accelerator, models):
     finally:
         for model in plain:
             model.enable_adapters()
+
+
+def _any_process_says(accelerator, what: str) -> str:
+    """`what`, or a note when another process found something (so all skip the same update)."""
+    if accelerator.num_processes == 1:
+        return what
+    anyone = _any_process(accelerator, bool(what))
+    return what or ("a value became non-finite on another process" if anyone else "")
 
 
 def _any_process(accelerator, flag: bool) -> bool:
