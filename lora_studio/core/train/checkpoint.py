@@ -11,6 +11,9 @@ only (`lora_state.safetensors`, via the accelerate save/load hooks the trainer r
 Nothing in a checkpoint is a custom pickle: the learning-rate scheduler goes to JSON (accelerate
 would unpickle it with `weights_only=False`). The folder is written as `.step-<N>.partial` and
 renamed when complete, so a crash never leaves a half checkpoint under a real name.
+With `checkpoint.keep = N`, the checkpoints older than the newest N are deleted once a new one is
+complete (each renamed to `.step-<N>.deleting` first, so a crash mid-delete leaves no broken
+checkpoint under a real name).
 Checkpoints are resume state for this machine's runs, not files to exchange: share the LoRA.
 """
 
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lora_studio.core.errors import StudioError
+from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.fileio import atomic_write_text
 
 STATE_FILE = "trainer_state.json"
@@ -36,8 +39,9 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, noise_generator: torch.Generator,
-                    trainer_state: dict[str, Any]) -> Path:
-    """Save everything needed to continue at `step` (collective: every process calls it)."""
+                    trainer_state: dict[str, Any], keep: int = 0) -> Path:
+    """Save everything needed to continue at `step` (collective: every process calls it); with
+    `keep` > 0, then delete the checkpoints older than the newest `keep` (`checkpoint.keep`)."""
     from safetensors.torch import save_file
 
     final = checkpoint_dir(output_dir, step)
@@ -58,8 +62,55 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, noise_generator: t
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
+        prune_checkpoints(output_dir, keep, protect=final)
     accelerator.wait_for_everyone()
     return final
+
+
+def prune_checkpoints(output_dir: Path, keep: int, protect: Path | None = None) -> list[Path]:
+    """Delete the complete checkpoints under `<output>/checkpoints` older (by step number) than
+    the newest `keep`, never `protect` (the one just written); `keep` = 0 keeps all. Anything
+    else in the folder (partial checkpoints, other files) is left alone. Returns what was
+    deleted, oldest first."""
+    if keep < 0:
+        raise ConfigError("checkpoint.keep", f"must be >= 0, got {keep}")
+    if keep == 0:
+        return []
+    found = sorted(_complete_checkpoints(Path(output_dir)))
+    protected = Path(protect).resolve() if protect is not None else None
+    doomed = [path for _, path in found[:-keep]
+              if not path.is_symlink() and path.resolve() != protected]
+    for path in doomed:
+        _delete_checkpoint(path)
+    return doomed
+
+
+def _delete_checkpoint(path: Path) -> None:
+    """Rename out of the checkpoint names first, then delete: never a half-deleted step-<N>."""
+    trash = path.parent / f".{path.name}.deleting"
+    try:
+        if trash.exists():
+            shutil.rmtree(trash)  # left by a crash in an earlier deletion
+        os.replace(path, trash)
+        shutil.rmtree(trash)
+    except OSError as exc:
+        raise StudioError(f"Could not delete the old checkpoint {path} ({exc}).",
+                          "Close any program using that folder, or set checkpoint.keep = 0 "
+                          "to keep every checkpoint; resume from the newest one with "
+                          "--resume.") from exc
+
+
+def _complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of each complete checkpoint: a folder named exactly `step-<N>` (as
+    `checkpoint_dir` names it) holding the trainer state and the LoRA state."""
+    root = output_dir / "checkpoints"
+    found = []
+    for child in root.glob("step-*") if root.is_dir() else []:
+        suffix = child.name[len("step-"):]
+        if (suffix.isdigit() and child.name == checkpoint_dir(output_dir, int(suffix)).name
+                and (child / STATE_FILE).is_file() and (child / LORA_STATE_FILE).is_file()):
+            found.append((int(suffix), child))
+    return found
 
 
 def read_trainer_state(folder: Path) -> dict[str, Any]:
@@ -88,11 +139,6 @@ def load_noise_generator(folder: Path, rank: int, generator: torch.Generator) ->
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint with the highest step under `<output>/checkpoints`, if any."""
-    root = Path(output_dir) / "checkpoints"
-    found = []
-    for child in root.glob("step-*") if root.is_dir() else []:
-        suffix = child.name[len("step-"):]
-        if suffix.isdigit() and (child / STATE_FILE).is_file():
-            found.append((int(suffix), child))
+    """The complete checkpoint with the highest step under `<output>/checkpoints`, if any."""
+    found = _complete_checkpoints(Path(output_dir))
     return max(found)[1] if found else None

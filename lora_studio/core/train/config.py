@@ -50,7 +50,7 @@ TARGET_PRESETS: dict[str, dict[str, list[str]]] = {
     },
 }
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "cosine", "linear")
-OPTIMIZERS = ("adamw", "adamw8bit")
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor", "prodigy")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OUTPUT_FORMATS = ("kohya", "diffusers")
@@ -245,9 +245,14 @@ class TrainSection:
     warmup_steps: int = _f(0, "Steps of linear warm-up (schedulers with warm-up).",
                            label="Warm-up", group="Training", minimum=0, maximum=1_000_000,
                            unit="steps", advanced=True)
-    optimizer: str = _f("adamw", "\"adamw\", or \"adamw8bit\" (needs bitsandbytes and CUDA).",
+    optimizer: str = _f("adamw", "\"adamw\"; \"adamw8bit\" (needs bitsandbytes and CUDA; "
+                        "less optimizer memory); \"adafactor\" (less memory; fixed learning "
+                        "rate as kohya sets it for LoRA, e.g. 1e-4); or \"prodigy\" (needs "
+                        "pip install prodigyopt; it sets the step size itself: use "
+                        "train.learning_rate = 1.0 and lora.text_encoder_lr = 0, the same). "
+                        "train.weight_decay applies to each.",
                         label="Optimizer", group="Training", choices=OPTIMIZERS, advanced=True)
-    weight_decay: float = _f(1e-2, "AdamW weight decay.",
+    weight_decay: float = _f(1e-2, "Weight decay (decoupled, as AdamW applies it).",
                              label="Weight decay", group="Training", minimum=0.0, maximum=1.0,
                              step=0.01, special="off", advanced=True)
     seed: int = _f(42, "Seed for LoRA init, data order, noise and timesteps.",
@@ -327,6 +332,9 @@ class CheckpointSection:
     every: int = _f(0, "Save a resumable checkpoint every N steps (0 = off).",
                     label="Checkpoint every", group="Output", minimum=0, maximum=10_000_000,
                     step=100, special="off", unit="steps", advanced=True)
+    keep: int = _f(0, "Keep only the newest N checkpoints (older ones are deleted after a new "
+                   "one is complete; 0 = keep all).", label="Keep checkpoints", group="Output",
+                   minimum=0, maximum=10_000, special="all", advanced=True)
 
 
 @dataclass
@@ -497,6 +505,12 @@ class TrainConfig:
         _check_sampler(sa.sampler)
         _check_sample_prompts(self)
         _at_least("checkpoint.every", ck.every, 0)
+        _at_least("checkpoint.keep", ck.keep, 0)
+        _check(not (tr.optimizer == "prodigy" and lo.train_text_encoder
+                    and lo.text_encoder_lr not in (0, tr.learning_rate)),
+               "lora.text_encoder_lr", "must equal train.learning_rate (or be 0) with "
+               "optimizer = \"prodigy\", which finds one step size for every parameter",
+               "Set lora.text_encoder_lr = 0, or use optimizer = \"adamw\".")
         if not out.path:
             raise ConfigError("output.path", "is empty", "Set the folder to write the LoRA to.")
         if out.path.lower().endswith(".safetensors"):  # the LoRA file itself

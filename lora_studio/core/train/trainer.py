@@ -105,7 +105,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from lora_studio.core.train.device import configure_backends, select_device
     from lora_studio.core.train.export import training_metadata
     from lora_studio.core.train.families import Conditioning, load_family
-    from lora_studio.core.train.optimizers import make_optimizer
+    from lora_studio.core.train.optimizers import learning_rate_warning, make_optimizer
     from lora_studio.core.train.preview import render_previews
 
     control = control or JobControl()
@@ -178,6 +178,9 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         groups.append({"params": te_params, "lr": te_lr})
     optimizer = make_optimizer(tr.optimizer, groups, tr.learning_rate, tr.weight_decay,
                                choice.kind)
+    warning = learning_rate_warning(tr.optimizer, tr.learning_rate)
+    if warning:
+        say(ev.Log(warning, level="warning"))
     # Not passed to accelerator.prepare: it steps once per optimizer step whatever the number
     # of processes, and its state goes to our JSON (accelerate would pickle it).
     lr_scheduler = get_scheduler(tr.lr_scheduler, optimizer, num_warmup_steps=tr.warmup_steps,
@@ -325,7 +328,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                  "batches_seen": step * batches_per_step,
                  "epoch": order.epoch_of_batch(step * batches_per_step), "seed": tr.seed,
                  "num_processes": world, "lr_scheduler": lr_scheduler.state_dict()}
-        path = ckpt.save_checkpoint(accelerator, cfg.output_dir, step, noise_gen, state)
+        path = ckpt.save_checkpoint(accelerator, cfg.output_dir, step, noise_gen, state,
+                                    keep=cfg.checkpoint.keep)
         say(ev.CheckpointSaved(step=step, path=path))
         return path
 
