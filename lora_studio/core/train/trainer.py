@@ -68,11 +68,34 @@ def run_training_job_with_code(config: TrainConfig, emit: ev.Emit,
     """`run_training_job`, also returning the CLI exit code (0, 1, 2 or 130): `jobs.run_job`
     around `train`, with the training run's own words for how it ended."""
     say = emit if _is_main_process() else (lambda event: None)
+    if _is_main_process():
+        say = _logged_in_run_folder(config, say)
     outcome = run_job(lambda emit_, control_: train(config, emit_, control_, resume_from),
                       say, control, ending=_training_ending, doing="Training",
                       interrupted="Training aborted; nothing was saved after the last LoRA or "
                                   "checkpoint written.")
     return outcome.terminal, outcome.code
+
+
+def _logged_in_run_folder(config: TrainConfig, emit: ev.Emit) -> ev.Emit:
+    """`emit`, also appending every event to the run folder's events.jsonl (and the folder to
+    the studio's list of runs); `emit` alone when the config names no usable folder."""
+    from lora_studio.core.errors import ConfigError as InvalidConfig
+    from lora_studio.core.train.runs import EventLog, remember_run
+
+    try:
+        folder = config.validate().output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        remember_run(folder)
+    except (InvalidConfig, OSError):
+        return emit  # the run itself reports the problem
+    log = EventLog(folder)
+
+    def both(event: ev.Event) -> None:
+        log(event)
+        emit(event)
+
+    return both
 
 
 def _training_ending(result: TrainResult, control: JobControl) -> ev.Event:
