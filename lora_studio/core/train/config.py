@@ -291,6 +291,11 @@ class TrainSection:
                                   "the dataset's (kohya's prior_loss_weight; 1 = equal).",
                                   label="Reg weight", group="Model and data", minimum=0.0,
                                   maximum=10.0, step=0.25)
+    log_with: str = _f("", "\"tensorboard\": also write the loss, learning rate, gradient norm, "
+                       "validation loss and each LoRA module's weight norm as TensorBoard logs "
+                       "under <output>/logs (kohya's log_with; needs the tensorboard package). "
+                       "Empty = off.", label="Log with", group="Output",
+                       choices=("", "tensorboard"), choice_labels={"": "off"}, advanced=True)
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (0 = no clipping).",
                               label="Clip gradients", group="Training", minimum=0.0,
                               maximum=100.0, step=0.1, special="off", advanced=True)
@@ -506,6 +511,7 @@ class TrainConfig:
         _check_sample_prompts(self)
         _at_least("checkpoint.every", ck.every, 0)
         _at_least("checkpoint.keep", ck.keep, 0)
+        _one_of("train.log_with", tr.log_with, ("", "tensorboard"))
         _check(not (tr.optimizer == "prodigy" and lo.train_text_encoder
                     and lo.text_encoder_lr not in (0, tr.learning_rate)),
                "lora.text_encoder_lr", "must equal train.learning_rate (or be 0) with "

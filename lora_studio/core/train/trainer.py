@@ -123,6 +123,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from safetensors.torch import load_file, save_file
 
     from lora_studio.core.train import checkpoint as ckpt
+    from lora_studio.core.train import tracking
     from lora_studio.core.train.data import (latent_distribution, prepare_training_set,
                                              sample_latents, without_trigger)
     from lora_studio.core.train.device import configure_backends, select_device
@@ -139,6 +140,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # ------------------------------------------------------------------ 1. accelerate + device
     choice = select_device(tr.device, tr.mixed_precision)
     configure_backends(choice)
+    tracking.check_available(tr.log_with)  # before any model loads
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         AcceleratorState._reset_state(True)  # a fresh state per run inside one process (app)
     accelerator = Accelerator(cpu=choice.use_cpu, mixed_precision=tr.mixed_precision,
@@ -324,6 +326,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         for model in trained_models:
             model.train()
         say(ev.Validation(step=step, loss=loss, images=len(dataset.validation.examples)))
+        if board is not None:
+            board.validation(step, loss)
 
     def diverged(step: int, what: str) -> None:
         """Save the last good LoRA; stop (CLI), or pause until the person chooses (app)."""
@@ -364,6 +368,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     step, last_checkpoint, last_loss, cancelled = start_step, None, None, False
     last_checkpoint_step = -1
     step_times: list[float] = []
+    board = tracking.TensorboardLog(cfg.output_dir, out.name) \
+        if tr.log_with == "tensorboard" and is_main else None
     if start_step == 0:
         validate(0)  # the base model's value: where the curve starts
     for model in trained_models:
@@ -374,7 +380,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             cancelled = True
             break
         tick = time.perf_counter()
-        mean_loss, not_finite = 0.0, ""
+        mean_loss, not_finite, grad_norm = 0.0, "", None
         for micro in range(tr.gradient_accumulation):
             # This process's batch of this micro-step: a pure function of the step, all of one
             # bucket (one image size).
@@ -434,6 +440,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                 if accelerator.sync_gradients:
                     norm = accelerator.clip_grad_norm_(
                         trainable, tr.max_grad_norm if tr.max_grad_norm > 0 else math.inf)
+                    grad_norm = float(norm)
                     if not not_finite and accelerator.scaler is None \
                             and not torch.isfinite(norm).all():
                         not_finite = f"the gradient norm became {float(norm)}"
@@ -457,6 +464,11 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         say(ev.StepProgress(step=step, total_steps=total_steps, loss=mean_loss,
                             lr=lr_scheduler.get_last_lr()[0], it_per_s=1.0 / max(per_step, 1e-9),
                             eta_s=per_step * (total_steps - step), epoch=epoch))
+        if board is not None:
+            board.step(step, mean_loss, lr_scheduler.get_last_lr(), grad_norm)
+            if step % tracking.WEIGHT_NORM_EVERY == 0 or step == total_steps:
+                board.weight_norms(step, tracking.module_update_norms(lora_state(),
+                                                                      lo.alpha / lo.rank))
 
         # Side work at step boundaries (everything below is outside the timed step).
         epoch_ended = order.epoch_of_batch(step * batches_per_step) > epoch
@@ -484,6 +496,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         lora_path = export_lora(cfg.lora_path, step, final=not cancelled)
     if not cancelled and cfg.sample.every and cfg.sample.prompts:
         previews(step)  # the final LoRA's previews
+    if board is not None:
+        board.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(lora_path=lora_path, steps_done=step, total_steps=total_steps,

@@ -108,28 +108,44 @@ def validation_set(items: list[DatasetItem], source: str, first_index: int,
 def validation_loss(family, objective, data, vset: ValidationSet, *, encode, cached_text: bool,
                     device, dtype: torch.dtype, seed: int) -> float:
     """The mean loss of the validation images at fixed noise and timesteps (see the module
-    doc). The caller puts the networks in eval mode around it."""
-    from lora_studio.core.train.data import latent_distribution
-    from lora_studio.core.train.families import Conditioning
+    doc), one denoiser call per bucket. The caller puts the networks in eval mode around it."""
     from lora_studio.core.train.objective import step_loss
 
-    timesteps = torch.tensor(vset.timesteps(objective), device=device)
-    count = len(timesteps)
-    losses = []
+    timesteps = vset.timesteps(objective)
+    by_bucket: dict[tuple[int, int], list[Example]] = {}
     for ex in vset.examples:
+        by_bucket.setdefault(ex.bucket, []).append(ex)
+    total = 0.0
+    for examples in by_bucket.values():
+        latents, noise, cond, geometry = _validation_batch(
+            family, data, examples, len(timesteps), encode=encode, cached_text=cached_text,
+            device=device, seed=seed)
+        steps = torch.tensor(timesteps * len(examples), device=device)
+        loss = step_loss(family, objective, latents, noise, steps, cond, geometry, dtype)
+        total += loss.item() * len(examples)
+    return total / len(vset.examples)
+
+
+def _validation_batch(family, data, examples: list[Example], count: int, *, encode,
+                      cached_text: bool, device, seed: int):
+    """Latents (posterior means), fixed noise, conditioning and geometry of `examples`, each
+    repeated `count` times (one per validation timestep)."""
+    from lora_studio.core.train.data import latent_distribution
+    from lora_studio.core.train.families import Conditioning
+
+    config = family.vae.config
+    latents, noise, conds, geometry = [], [], [], []
+    for ex in examples:
         if (ex.index, False) in data.latents:
             mean = data.latents[(ex.index, False)][0]
         else:
             mean, _ = latent_distribution(family.vae, data.pixels(ex.index, False).unsqueeze(0))
-        config = family.vae.config
-        latents = (mean.to(device) - (getattr(config, "shift_factor", None) or 0.0)) \
+        z = (mean.to(device) - (getattr(config, "shift_factor", None) or 0.0)) \
             * config.scaling_factor
-        latents = latents.repeat(count, 1, 1, 1)
+        latents.append(z.repeat(count, 1, 1, 1))
         generator = torch.Generator().manual_seed(seed * 1_000_003 + ex.index)
-        noise = torch.randn(latents.shape, generator=generator).to(device)
+        noise.append(torch.randn(latents[-1].shape, generator=generator).to(device))
         cond = data.text[ex.index] if cached_text else encode([data.caption(ex.index)])
-        cond = Conditioning.cat([cond] * count).to(device)
-        geometry = [data.geometry(Sample(ex.index, False, None, 0))] * count
-        losses.append(step_loss(family, objective, latents, noise, timesteps, cond, geometry,
-                                dtype).item())
-    return sum(losses) / len(losses)
+        conds.extend([cond] * count)
+        geometry.extend([data.geometry(Sample(ex.index, False, None, 0))] * count)
+    return (torch.cat(latents), torch.cat(noise), Conditioning.cat(conds).to(device), geometry)
