@@ -127,6 +127,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from lora_studio.core.train.data import (latent_distribution, prepare_training_set,
                                              sample_latents, without_trigger)
     from lora_studio.core.train.device import configure_backends, select_device
+    from lora_studio.core.train.eta import Eta
     from lora_studio.core.train.export import training_metadata
     from lora_studio.core.train.families import Conditioning, load_family
     from lora_studio.core.train.optimizers import learning_rate_warning, make_optimizer
@@ -367,7 +368,21 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                               f"for {total_steps} steps ({choice.name}, {world} process(es))."))
     step, last_checkpoint, last_loss, cancelled = start_step, None, None, False
     last_checkpoint_step = -1
-    step_times: list[float] = []
+    eta = Eta()  # steps and side work, for the time left
+    side_work = {  # kind -> (every N steps before the last, times at the end)
+        "previews": (cfg.sample.every if cfg.sample.prompts else 0,
+                     1 if cfg.sample.every and cfg.sample.prompts else 0),
+        "checkpoint": (cfg.checkpoint.every, 0),
+        "lora": (out.save_every, 1),
+        "validation": ((tr.validate_every_n_steps or dataset.plan.steps_per_epoch)
+                       if dataset.validation else 0, 1 if dataset.validation else 0)}
+
+    def timed(kind: str, work, *args):
+        began = time.perf_counter()
+        result = work(*args)
+        eta.add_side_work(kind, time.perf_counter() - began)
+        return result
+
     board = tracking.TensorboardLog(cfg.output_dir, out.name) \
         if tr.log_with == "tensorboard" and is_main else None
     if start_step == 0:
@@ -458,12 +473,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             diverged(step, not_finite)
             continue
         last_loss = mean_loss
-        step_times = (step_times + [time.perf_counter() - tick])[-20:]
-        per_step = sum(step_times) / len(step_times)
+        eta.add_step(time.perf_counter() - tick)
+        per_step = eta.seconds_per_step
         epoch = order.epoch_of_batch(step * batches_per_step - 1)
         say(ev.StepProgress(step=step, total_steps=total_steps, loss=mean_loss,
                             lr=lr_scheduler.get_last_lr()[0], it_per_s=1.0 / max(per_step, 1e-9),
-                            eta_s=per_step * (total_steps - step), epoch=epoch))
+                            eta_s=eta.remaining(step, total_steps, side_work), epoch=epoch))
         if board is not None:
             board.step(step, mean_loss, lr_scheduler.get_last_lr(), grad_norm)
             if step % tracking.WEIGHT_NORM_EVERY == 0 or step == total_steps:
@@ -474,19 +489,20 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         epoch_ended = order.epoch_of_batch(step * batches_per_step) > epoch
         if tr.validate_every_n_steps and step % tr.validate_every_n_steps == 0 \
                 or not tr.validate_every_n_steps and epoch_ended or step == total_steps:
-            validate(step)
+            timed("validation", validate, step)
         if step == total_steps:
             break
         if is_main and out.save_every_n_epochs and epoch_ended \
                 and (epoch + 1) % out.save_every_n_epochs == 0:  # kohya's <name>-000001 files
             export_lora(cfg.output_dir / f"{out.name}-{epoch + 1:06d}.safetensors", step, False)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-            last_checkpoint, last_checkpoint_step = checkpoint(step), step
+            last_checkpoint, last_checkpoint_step = timed("checkpoint", checkpoint, step), step
         if is_main and (out.save_every and step % out.save_every == 0
                         or control.take_save_request()):
-            export_lora(cfg.output_dir / f"{out.name}-step{step}.safetensors", step, False)
+            timed("lora", export_lora, cfg.output_dir / f"{out.name}-step{step}.safetensors",
+                  step, False)
         if cfg.sample.every and step % cfg.sample.every == 0 or control.take_sample_request():
-            previews(step)
+            timed("previews", previews, step)
 
     # ------------------------------------------------------------------ 9. export
     if cancelled and step > start_step and last_checkpoint_step != step:
