@@ -50,6 +50,17 @@ class Validation:
 
 
 @dataclass
+class Overfitting:
+    """The validation loss says the LoRA is memorising its images (`train/overfit.py`): the
+    step with the best validation loss and what to do."""
+
+    step: int
+    best_step: int
+    message: str
+    advice: str
+
+
+@dataclass
 class Diverged:
     """Training met a non-finite loss or gradient; that update was not applied, the last good
     LoRA is saved at `lora_path`, and the job is paused until resumed or cancelled (only when
@@ -138,6 +149,7 @@ Event = Union[
     Log,
     StepProgress,
     Validation,
+    Overfitting,
     Diverged,
     Preview,
     GenerationStep,

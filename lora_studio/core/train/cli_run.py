@@ -54,6 +54,8 @@ class _ProgressPrinter:
             self._write(("warning: " if event.level == "warning" else "") + event.message)
         elif isinstance(event, ev.Preview):
             self._write(f"Preview at step {event.step}: {event.prompt!r}")
+        elif isinstance(event, ev.Overfitting):
+            self._write(f"warning: {event.message} {event.advice}")
         elif isinstance(event, ev.Validation):
             self._write(f"Validation loss at step {event.step}: {event.loss:.4f} "
                         f"({event.images} images)")

@@ -110,7 +110,7 @@ def summarize_run(folder: str | Path) -> RunSummary:
         elif kind in _TERMINAL:
             summary.status = _TERMINAL[kind]
             summary.message = str(record.get("message", ""))
-        if kind in ("JobStarted", "Diverged"):
+        if kind in ("JobStarted", "Diverged", "Overfitting"):
             summary.log.append(str(record.get("message", "")))
     configs = sorted(folder.glob("*.toml"), key=lambda p: p.stat().st_mtime)
     summary.config = configs[-1] if configs else None

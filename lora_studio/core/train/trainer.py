@@ -130,6 +130,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     from lora_studio.core.train.eta import Eta
     from lora_studio.core.train.export import training_metadata
     from lora_studio.core.train.families import Conditioning, load_family
+    from lora_studio.core.train.overfit import check_overfitting
     from lora_studio.core.train.optimizers import learning_rate_warning, make_optimizer
     from lora_studio.core.train.preview import render_previews
 
@@ -314,6 +315,10 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             for model in trained_models:
                 model.train()
 
+    loss_curve: list[tuple[int, float]] = []
+    validation_curve: list[tuple[int, float]] = []
+    overfit_said: list = []  # said once per run
+
     def validate(step: int) -> None:
         if dataset.validation is None or not is_main:
             return
@@ -327,6 +332,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         for model in trained_models:
             model.train()
         say(ev.Validation(step=step, loss=loss, images=len(dataset.validation.examples)))
+        validation_curve.append((step, loss))
+        alert = check_overfitting(loss_curve, validation_curve)
+        if alert is not None and not overfit_said:
+            overfit_said.append(alert)
+            say(ev.Overfitting(step=step, best_step=alert.best_step, message=alert.message,
+                               advice=alert.advice))
         if board is not None:
             board.validation(step, loss)
 
@@ -473,6 +484,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             diverged(step, not_finite)
             continue
         last_loss = mean_loss
+        loss_curve.append((step, mean_loss))
         eta.add_step(time.perf_counter() - tick)
         per_step = eta.seconds_per_step
         epoch = order.epoch_of_batch(step * batches_per_step - 1)
