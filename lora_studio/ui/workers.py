@@ -82,15 +82,15 @@ class JobRunner(QObject):
         """The running job's control (pause / sample-now / save-now); None when idle."""
         return self._control
 
-    def start(self, job: Job, name: str = "job") -> bool:
-        """Start `job(emit, control)` in the worker thread. Returns False (and emits `refused`)
-        when a job is already running."""
+    def start(self, job: Job, name: str = "job", control: JobControl | None = None) -> bool:
+        """Start `job(emit, control)` in the worker thread (with `control`, or a fresh one).
+        Returns False (and emits `refused`) when a job is already running."""
         if self.is_running:
             self.refused.emit(f"Cannot start {name}: {self._name} is still running. "
                               f"Wait for it to finish or cancel it first.")
             return False
         self._name = name
-        self._control = JobControl()
+        self._control = control or JobControl()
         self._thread = QThread()
         self._thread.setObjectName(f"lora-studio-{name}")
         self._worker = _JobWorker(job, self._control)
