@@ -1,10 +1,13 @@
-"""Train tab: the settings form (with TOML presets), Start / Cancel, and the run as it happens:
-step / total, loss (raw + smoothed curve), learning rate, it/s, ETA, every preview image, a log,
-and the saved LoRA.
+"""Train tab: the settings form (with TOML presets), Start, the run's controls (Pause / Resume,
+Sample now, Save now, Cancel) and the run as it happens: step / total, loss (raw + smoothed
+curve), learning rate, it/s, ETA, every preview image (broken-looking ones flagged), a log, and
+the saved LoRA.
 
 The training job is `lora_studio.core.train.trainer.run_training_job`, imported inside the job,
-i.e. in the worker thread (it imports torch). The tab reads the job only through the events the
-JobRunner carries and steers it only through the runner (cancel). The loss curve redraws on a
+i.e. in the worker thread (it imports torch). The run itself — its state, step, losses, previews,
+saved files, how it ended — lives in the view-model `TrainRun` (`ui/train_run.py`, `tab.run`),
+which reads the job only through the events the JobRunner carries and steers it only through the
+runner's JobControl; the tab and its `TrainRunView` only bind to it. The loss curve redraws on a
 timer (`LossPlot`), never once per event, so a fast run cannot flood the GUI thread.
 
 The base model is the window's shared choice (`set_base_model(spec, label, arch)`): the
@@ -50,19 +53,19 @@ from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
 from lora_studio.core.train.presets import read_preset, validate_settings
 from lora_studio.ui.base_model import normal_spec
+from lora_studio.ui.train_run import JOB_NAME, TrainRun
 from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.plan_view import PLAN_KEYS, PlanView, dataset_summary, subset_tables
 from lora_studio.ui.widgets.train_form import TrainForm
-from lora_studio.ui.widgets.train_run_view import TrainRunView, format_eta
+from lora_studio.ui.widgets.train_run_view import RunControls, TrainRunView, format_eta
 from lora_studio.ui.workers import Job, JobRunner
 
-JOB_NAME = "training"
 KEY_NAME = "train/name"
 KEY_LAST_CONFIG = "train/last_config"  # the TOML of the last run started (without its dataset)
 KEY_LAST_ARCH = "train/last_arch"  # the architecture whose defaults that config started from
 KEY_LAST_EDITED = "train/last_edited"  # the keys of it the person had changed
 
-__all__ = ["TrainTab", "training_job", "format_eta", "read_preset"]
+__all__ = ["JOB_NAME", "TrainTab", "training_job", "format_eta", "read_preset"]
 
 
 def training_job(config: TrainConfig) -> Job:
@@ -91,19 +94,22 @@ class TrainTab(QWidget):
         self._job_factory = job_factory
         self._report: DatasetReport | None = None
         self.plan = None  # the DatasetPlan shown above the Start button (None: no dataset)
-        self._ours = False  # the running job is this tab's
-        self._cancelling = False
-        self.last_config: TrainConfig | None = None  # the config of the last run started
-        self.last_terminal: ev.Event | None = None  # how the last run of this tab ended
-        self.trained_lora: Path | None = None  # the LoRA the last finished run saved
+        self.run = TrainRun(runner, self)  # the run of this tab: its state and commands
         self._build()
         self._restore_settings()
         self.form.setting_changed.connect(self._on_setting_changed)
         self._show_planned_steps(self.form.steps_spin.value())
-        runner.event.connect(self._on_event)
-        runner.finished.connect(self._on_finished)
+        self.run.changed.connect(self._on_run_changed)
+        self.run.ended.connect(self._on_run_ended)
         runner.started.connect(lambda name: self._update_buttons())
+        runner.finished.connect(lambda terminal: self._update_buttons())
         self._update_buttons()
+
+    # The run's state (owned by `self.run`), by the names the window and screenshots use.
+    last_config = property(lambda self: self.run.config, doc="The last run's TrainConfig.")
+    last_terminal = property(lambda self: self.run.terminal, doc="How the last run ended.")
+    trained_lora = property(lambda self: self.run.trained_lora,
+                            doc="The LoRA file the last finished run saved.")
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -134,6 +140,7 @@ class TrainTab(QWidget):
         splitter.setChildrenCollapsible(False)
         splitter.addWidget(left)
         self.run_view = TrainRunView()
+        self.run_view.bind(self.run)
         view = self.run_view  # its parts, by the names tests and the screenshot use
         self.progress, self.loss_plot, self.preview_strip = (view.progress, view.loss_plot,
                                                              view.preview_strip)
@@ -151,8 +158,8 @@ class TrainTab(QWidget):
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(splitter)
 
-    def _build_buttons(self) -> QHBoxLayout:
-        """Presets (load / save), Cancel and Start."""
+    def _build_buttons(self) -> QVBoxLayout:
+        """The run's controls; Presets (load / save) and Start."""
         self.load_preset_action = QAction("Load preset…", self)
         self.load_preset_action.setToolTip("Load settings from a TOML preset or a config saved "
                                            "beside a trained LoRA.")
@@ -171,15 +178,18 @@ class TrainTab(QWidget):
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("PrimaryButton")
         self.start_button.clicked.connect(self.start_training)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop after the current step and save the LoRA trained "
-                                      "so far (a checkpoint too, to resume later).")
-        self.cancel_button.clicked.connect(self.cancel_training)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.presets_button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.start_button)
+        self.run_controls = controls = RunControls()  # Sample now, Save now, Pause, Cancel
+        controls.bind(self.run)
+        self.sample_button, self.save_button, self.pause_button, self.cancel_button = (
+            controls.sample_button, controls.save_button, controls.pause_button,
+            controls.cancel_button)
+        start_row = QHBoxLayout()  # the run's controls above Start: the column stays narrow
+        start_row.addWidget(self.presets_button)
+        start_row.addStretch(1)
+        start_row.addWidget(self.start_button)
+        buttons = QVBoxLayout()
+        buttons.addWidget(controls, 0, Qt.AlignRight)
+        buttons.addLayout(start_row)
         return buttons
 
     def _restore_settings(self) -> None:
@@ -251,29 +261,18 @@ class TrainTab(QWidget):
         except ConfigError as exc:
             self._show_config_error(exc, "Cannot start training")
             return False
-        if self._runner.is_running:  # another job: the runner says which (its `refused`)
-            return self._runner.start(self._job_factory(config), JOB_NAME)
+        if not self.run.can_start:  # another job: the runner says which (its `refused`)
+            return self.run.start(config, self._job_factory(config))
         self._remember(config)
-        self._cancelling = False
-        self.last_terminal = None
-        self.run_view.reset(config.train.steps, config.sample.every)
-        self._ours = self._runner.start(self._job_factory(config), JOB_NAME)
-        if self._ours:
-            self.last_config = config
-            self.form.set_editable(False)
+        started = self.run.start(config, self._job_factory(config))
+        if started:
             self.run_view.log(f"Output folder: {config.output_dir}")
-        self._update_buttons()
-        return self._ours
+        return started
 
     def cancel_training(self) -> None:
-        """Stop the run after its current step; the LoRA trained so far is saved."""
-        if not (self._ours and self._runner.is_running):
-            return
-        self._cancelling = True
-        self._runner.cancel()
-        self.run_view.set_status("Cancelling: stopping after the current step and saving "
-                                 "the LoRA trained so far…")
-        self._update_buttons()
+        """Stop the run after its current step (a paused one too); the LoRA trained so far is
+        saved."""
+        self.run.cancel()
 
     def save_preset(self, path: str | Path) -> Path:
         """Write the form's settings (and dataset, when one is open) as a TOML preset."""
@@ -294,27 +293,17 @@ class TrainTab(QWidget):
             self.base_model_requested.emit(base)
         return cfg
 
-    # ------------------------------------------------------------------ events
-    def _on_event(self, event: ev.Event) -> None:
-        if not self._ours:
-            return
-        self.run_view.show_event(event)
-        if isinstance(event, (ev.Finished, ev.Cancelled, ev.Failed)):
-            self.last_terminal = event
-        if isinstance(event, ev.Finished):
-            path = self.run_view.saved_lora(event)
-            if path is not None:
-                self.trained_lora = path
-                self.lora_trained.emit(path)
-        elif isinstance(event, ev.Failed):
-            show_error(self, event.message, event.details, title="Training failed")
-
-    def _on_finished(self, terminal: ev.Event) -> None:
-        if self._ours:
-            self._ours = False
-            self._cancelling = False
-            self.form.set_editable(True)
+    # ------------------------------------------------------------------ the run
+    def _on_run_changed(self) -> None:
+        self.form.set_editable(not self.run.is_active)  # settings locked while a run uses them
         self._update_buttons()
+
+    def _on_run_ended(self, terminal: ev.Event) -> None:
+        if isinstance(terminal, ev.Finished):
+            if self.run.trained_lora is not None:
+                self.lora_trained.emit(self.run.trained_lora)
+        elif isinstance(terminal, ev.Failed):
+            show_error(self, terminal.message, terminal.details, title="Training failed")
 
     # ------------------------------------------------------------------ helpers
     def _show_config_error(self, exc: ConfigError, title: str) -> None:
@@ -361,16 +350,14 @@ class TrainTab(QWidget):
 
     def _show_planned_steps(self, steps: int) -> None:
         """Before a run the bar reads "0 / <the form's steps>", not Qt's default of 100."""
-        if self.last_config is None and not self._ours:
+        if self.run.config is None and not self.run.is_active:
             self.progress.setRange(0, max(1, steps))
 
     def _update_buttons(self) -> None:
-        running = self._runner.is_running
         has_data = bool(self.form.dataset_path) and (self._report is None
                                                      or self._report.usable > 0)
-        self.start_button.setEnabled(not running and has_data)
-        self.cancel_button.setEnabled(running and self._ours and not self._cancelling)
-        self.load_preset_action.setEnabled(not (running and self._ours))
+        self.start_button.setEnabled(self.run.can_start and has_data)
+        self.load_preset_action.setEnabled(not self.run.is_active)
 
     def _load_preset_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load a training preset",

@@ -27,7 +27,7 @@ class LossPlot(pg.PlotWidget):
                  redraw_ms: int = REDRAW_MS) -> None:
         super().__init__(parent, background=None)
         self.setObjectName("LossPlot")
-        self.setMinimumHeight(100)
+        self.setMinimumHeight(76)  # the Run panel (with its status line) fits 800x600
         item = self.getPlotItem()
         item.showGrid(x=True, y=True, alpha=0.15)
         item.setLabel("bottom", "step")

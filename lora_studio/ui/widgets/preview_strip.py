@@ -4,6 +4,10 @@ Every preview is kept (a run with previews every 25 steps for 2,000 steps has 80
 they are small). Each tile shows the image and "step N" (and the prompt's number when there are
 several prompts); the tooltip holds the whole prompt. Images arrive as PIL images owned by the
 event and become QPixmap here, in the GUI thread.
+
+A preview flagged as broken (`problem`: "all black", "all white", "flat (one colour)", found by
+`core.train.preview_check` in the Train view-model) gets a red frame, a "⚠ all black" badge over
+the picture and a tooltip that says what it usually means and what to try.
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from lora_studio.core.train.preview_check import PROBLEM_HINTS
+
 TILE = 128
+FLAGGED_FRAME = "QLabel#PreviewLabel { border: 2px solid #e5533d; }"
+BADGE_STYLE = ("background: rgba(190, 45, 30, 230); color: white; font-weight: 600; "
+               "border-radius: 3px; padding: 2px 4px;")
 EMPTY_TEXT = "Preview images appear here while training runs (set “Preview every”)."
 
 
@@ -25,6 +34,7 @@ class PreviewEntry:
     prompt: str
     index: int
     pixmap: QPixmap  # full size
+    problem: str | None = None  # why the preview looks broken (None: it looks like a picture)
 
 
 def to_pixmap(image: Any) -> QPixmap:
@@ -59,8 +69,22 @@ class PreviewTile(QFrame):
         self.caption_label.setObjectName("HintLabel")
         self.caption_label.setAlignment(Qt.AlignCenter)
         self.set_numbered(many_prompts)
-        self.setToolTip(f"step {entry.step} · {entry.pixmap.width()}×{entry.pixmap.height()}\n"
-                        f"{entry.prompt}")
+        tip = f"step {entry.step} · {entry.pixmap.width()}×{entry.pixmap.height()}\n{entry.prompt}"
+        self.problem_label = QLabel(f"⚠ {entry.problem}", self.image_label)
+        self.problem_label.setObjectName("PreviewProblem")
+        self.problem_label.setStyleSheet(BADGE_STYLE)
+        self.problem_label.setAlignment(Qt.AlignCenter)
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setFixedWidth(tile - 8)  # a banner across the top of the picture
+        self.problem_label.ensurePolished()  # the stylesheet's padding counts in the height
+        self.problem_label.setFixedHeight(self.problem_label.heightForWidth(tile - 8))
+        self.problem_label.move(4, 4)
+        self.problem_label.setVisible(entry.problem is not None)
+        if entry.problem:
+            self.image_label.setStyleSheet(FLAGGED_FRAME)
+            hint = PROBLEM_HINTS.get(entry.problem, "")
+            tip = f"⚠ This preview is {entry.problem}. {hint}\n\n{tip}"
+        self.setToolTip(tip)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -105,8 +129,10 @@ class PreviewStrip(QScrollArea):
         scrollbar = self.horizontalScrollBar().sizeHint().height()
         self.setMinimumHeight(tile + 26 + scrollbar)
 
-    def add_preview(self, step: int, prompt: str, image: Any, index: int = 0) -> PreviewTile:
-        entry = PreviewEntry(step, prompt, index, to_pixmap(image))
+    def add_preview(self, step: int, prompt: str, image: Any, index: int = 0,
+                    problem: str | None = None) -> PreviewTile:
+        """Show a preview first; `problem` flags it as broken (a badge and a red frame)."""
+        entry = PreviewEntry(step, prompt, index, to_pixmap(image), problem)
         self.entries.append(entry)
         was_numbered = self._numbered
         self._prompts.add(prompt)
@@ -133,6 +159,10 @@ class PreviewStrip(QScrollArea):
 
     def count(self) -> int:
         return len(self.entries)
+
+    def flagged(self) -> list[PreviewTile]:
+        """The tiles of previews flagged as broken, as shown (newest first)."""
+        return [t for t in self.tiles() if t.entry.problem]
 
     def set_empty_text(self, text: str) -> None:
         self.empty_label.setText(text)

@@ -1,15 +1,20 @@
-"""The Train tab's "Run" panel: how a training run goes, drawn from its events.
+"""The Train tab's "Run" panel: how a training run goes, drawn from its view-model.
 
-Progress bar and step / total, loss (and its moving average), learning rate, it/s, ETA, the loss
-curve (throttled redraws, see `LossPlot`), every preview image (`PreviewStrip`), the saved LoRA
-(with "Compare checkpoints…", which the Train tab turns into the Mix tab's grid over the run's
-saved steps) and a log. `show_event(event)` takes each `lora_studio.core.events` dataclass in
-the GUI thread; the view never talks to the job.
+Progress bar and step / total, loss (and its moving average), learning rate, it/s, ETA, a status
+line (starting, training, "Paused at step N — …", cancelling, how it ended), the loss curve
+(throttled redraws, see `LossPlot`), every preview image (`PreviewStrip`; a broken-looking one is
+flagged), the saved LoRA (with "Compare checkpoints…", which the Train tab turns into the Mix
+tab's grid over the run's saved steps) and a log.
+
+`bind(run)` connects the view to a `lora_studio.ui.train_run.TrainRun`: it clears on the run's
+`reset`, draws each event (`show_event`, GUI thread), each preview with its check, and the state
+on `changed`. The view never talks to the job, and keeps no run state of its own.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
@@ -28,7 +33,15 @@ from lora_studio.core import events as ev
 from lora_studio.ui.widgets.loss_plot import LossPlot
 from lora_studio.ui.widgets.preview_strip import PreviewStrip
 
+if TYPE_CHECKING:
+    from lora_studio.ui.train_run import RunPreview, TrainRun
+
+PAUSE_TIP = ("Hold training before its next step, in memory (nothing is unloaded). Resume "
+             "continues exactly where it stopped; it/s and ETA do not count the pause.")
+RESUME_TIP = "Continue training from the step where it paused."
 STARTING = "Starting: loading the base model and caching the dataset…"
+PREVIEWS_TITLE = "Previews (newest first)"
+PAUSED_STYLE = "color: #e8b14a; font-weight: 600;"
 
 
 def format_eta(seconds: float) -> str:
@@ -39,20 +52,16 @@ def format_eta(seconds: float) -> str:
 
 
 class TrainRunView(QGroupBox):
-    """`reset(total_steps, sample_every)` before a run; `show_event(event)` for each event."""
+    """`bind(run)` once; then the run's signals drive it (`reset`, `show_event`, previews)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Run", parent)
         self.setObjectName("TrainRunView")
-        self.final_lora: Path | None = None  # LoraSaved(final=True) of this run
-        self.last_lora: Path | None = None  # the last LoRA file this run wrote
-        self.result_path: Path | None = None
+        self._run: TrainRun | None = None
+        self.result_path: Path | None = None  # the LoRA shown as the result ("Show folder")
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m steps")
         self.progress.setValue(0)
-        self.stats_label = QLabel("Not started.")
-        self.stats_label.setObjectName("HintLabel")
-        self.stats_label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
         self.step_label = _stat("step –")
         self.loss_label = _stat("loss –")
         self.lr_label = _stat("lr –")
@@ -64,12 +73,30 @@ class TrainRunView(QGroupBox):
                       self.eta_label):
             stats.addWidget(label)
         stats.addStretch(1)
-        stats.addWidget(self.stats_label)
+        self.stats_label = QLabel("Not started.")  # the run's status line
+        self.stats_label.setObjectName("HintLabel")
+        self.stats_label.setWordWrap(True)
 
         self.loss_plot = LossPlot()
         self.preview_strip = PreviewStrip(tile=112)
-        previews_title = QLabel("Previews (newest first)")
-        previews_title.setObjectName("HintLabel")
+        self.previews_title = QLabel(PREVIEWS_TITLE)
+        self.previews_title.setObjectName("HintLabel")
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setPlaceholderText("Log")
+        self.log_view.setMinimumHeight(40)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.progress)
+        layout.addLayout(stats)
+        layout.addWidget(self.stats_label)
+        layout.addWidget(self.loss_plot, 3)
+        layout.addWidget(self.previews_title)
+        layout.addWidget(self.preview_strip)
+        layout.addLayout(self._build_result_row())
+        layout.addWidget(self.log_view, 1)
+
+    def _build_result_row(self) -> QHBoxLayout:
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -81,30 +108,27 @@ class TrainRunView(QGroupBox):
         self.compare_button.setToolTip("A grid of the LoRA at every step this run saved, side "
                                        "by side (Mix tab → Grid): which step is best?")
         self.compare_button.setVisible(False)
-        result_row = QHBoxLayout()
-        result_row.addWidget(self.result_label, 1)
-        result_row.addWidget(self.compare_button, 0, Qt.AlignTop)
-        result_row.addWidget(self.open_folder_button, 0, Qt.AlignTop)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setPlaceholderText("Log")
-        self.log_view.setMinimumHeight(40)
+        row = QHBoxLayout()
+        row.addWidget(self.result_label, 1)
+        row.addWidget(self.compare_button, 0, Qt.AlignTop)
+        row.addWidget(self.open_folder_button, 0, Qt.AlignTop)
+        return row
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.progress)
-        layout.addLayout(stats)
-        layout.addWidget(self.loss_plot, 3)
-        layout.addWidget(previews_title)
-        layout.addWidget(self.preview_strip)
-        layout.addLayout(result_row)
-        layout.addWidget(self.log_view, 1)
+    # ------------------------------------------------------------------ binding
+    def bind(self, run: TrainRun) -> None:
+        """Follow `run`: its reset, events, previews and state."""
+        self._run = run
+        run.reset.connect(lambda config: self.reset(config.train.steps, config.sample.every))
+        run.event.connect(self.show_event)
+        run.preview_added.connect(self.add_preview)
+        run.changed.connect(self.show_state)
 
     # ------------------------------------------------------------------ a run
     def reset(self, total_steps: int, sample_every: int) -> None:
-        self.final_lora = self.last_lora = self.result_path = None
+        self.result_path = None
         self.loss_plot.clear_points()
         self.preview_strip.clear()
+        self.previews_title.setText(PREVIEWS_TITLE)
         self.preview_strip.set_empty_text(
             f"Previews every {sample_every} steps appear here." if sample_every
             else "Previews are off (set “Preview every”).")
@@ -118,34 +142,53 @@ class TrainRunView(QGroupBox):
         for label, text in ((self.loss_label, "loss –"), (self.lr_label, "lr –"),
                             (self.speed_label, "– it/s"), (self.eta_label, "ETA –")):
             label.setText(text)
-        self.stats_label.setText(STARTING)
+        self.set_status(STARTING)
 
     def show_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.StepProgress):
             self._show_step(event)
-        elif isinstance(event, ev.Preview):
-            self.preview_strip.add_preview(event.step, event.prompt, event.image, event.index)
         elif isinstance(event, ev.JobStarted):
             self.progress.setRange(0, max(1, event.total_steps))
             self.step_label.setText(f"step 0 / {event.total_steps}")
-            self.stats_label.setText("Training…")
             self.log(event.message or f"Started: {event.total_steps} steps")
         elif isinstance(event, ev.Log):
             self.log(event.message if event.level == "info" else f"⚠ {event.message}")
         elif isinstance(event, ev.LoraSaved):
-            self.last_lora = Path(event.path)
-            if event.final:
-                self.final_lora = Path(event.path)
             self.log(f"Saved LoRA (step {event.step}): {event.path}")
         elif isinstance(event, ev.CheckpointSaved):
             self.log(f"Saved checkpoint (step {event.step}): {event.path}")
+        elif isinstance(event, ev.Validation):
+            self.log(f"Validation loss at step {event.step}: {event.loss:.4f} "
+                     f"({event.images} images)")
+        elif isinstance(event, (ev.Diverged, ev.Overfitting)):
+            self.log(f"⚠ {event.message} {event.advice}")
         elif isinstance(event, (ev.Finished, ev.Cancelled, ev.Failed)):
             self._show_end(event)
 
-    def saved_lora(self, event: ev.Finished | ev.Cancelled) -> Path | None:
-        """The LoRA file a run ended with: its final save, else the last file it wrote."""
-        final = self.final_lora if isinstance(event, ev.Finished) else None
-        return final or self.last_lora or _lora_in(event.outputs)
+    def add_preview(self, record: RunPreview, image) -> None:
+        """A preview of the run, flagged when its check found a problem."""
+        self.preview_strip.add_preview(record.step, record.prompt, image, record.index,
+                                       problem=record.problem)
+        if record.problem:
+            self.log(f"⚠ The preview of step {record.step} is {record.problem}.")
+            flagged = len(self.preview_strip.flagged())
+            self.previews_title.setText(f"{PREVIEWS_TITLE} · ⚠ {flagged} flagged: "
+                                        f"{record.problem} at step {record.step}")
+
+    def show_state(self) -> None:
+        """The run's status line, and the ETA marked while paused."""
+        run = self._run
+        if run is None:
+            return
+        self.set_status(run.status_text())
+        self.stats_label.setStyleSheet(PAUSED_STYLE if run.paused else "")
+        if run.progress is not None and run.terminal is None:
+            eta = f"ETA {format_eta(run.progress.eta_s)}"
+            self.eta_label.setText(f"{eta} · paused" if run.paused else eta)
+
+    def saved_lora(self) -> Path | None:
+        """The LoRA file the bound run ended with (its final save, else the last it wrote)."""
+        return self._run.saved_lora() if self._run is not None else None
 
     def set_status(self, text: str) -> None:
         self.stats_label.setText(text)
@@ -162,23 +205,20 @@ class TrainRunView(QGroupBox):
         self.loss_label.setText(f"loss {event.loss:.4f} "
                                 f"(average {self.loss_plot.averages[-1]:.4f})")
         self.lr_label.setText(f"lr {event.lr:.2e}")
-        self.speed_label.setText(f"{event.it_per_s:.2f} it/s")
-        self.eta_label.setText(f"ETA {format_eta(event.eta_s)}")
-        if self.stats_label.text() == STARTING:
-            self.stats_label.setText("Training…")
+        self.speed_label.setText(f"{event.it_per_s:.2f} it/s")  # measured inside the steps
+        paused = self._run is not None and self._run.paused
+        self.eta_label.setText(f"ETA {format_eta(event.eta_s)}" + (" · paused" if paused else ""))
 
     def _show_end(self, event: ev.Event) -> None:
         self.loss_plot.flush()
         self.eta_label.setText("ETA 0:00" if isinstance(event, ev.Finished) else "ETA –")
         if isinstance(event, ev.Failed):
             self.log(f"Failed: {event.message}")
-            self.stats_label.setText("Training failed (see the message).")
             return
         finished = isinstance(event, ev.Finished)
         message = event.message or ("Training finished." if finished else "Training cancelled.")
         self.log(message)
-        self.stats_label.setText("Finished." if finished else "Cancelled.")
-        path = self.saved_lora(event)
+        path = self.saved_lora()
         self.result_label.setText(message)
         self.result_label.setToolTip(str(path) if path else "")
         self.open_folder_button.setVisible(path is not None and path.exists())
@@ -190,9 +230,53 @@ class TrainRunView(QGroupBox):
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.result_path.parent)))
 
 
-def _lora_in(paths: list[Path]) -> Path | None:
-    loras = [Path(p) for p in paths if str(p).endswith(".safetensors")]
-    return loras[-1] if loras else None
+class RunControls(QWidget):
+    """Sample now, Save now, Pause / Resume and Cancel of a bound `TrainRun`: enabled while its
+    run goes (Sample now only when the run has preview prompts)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._run: TrainRun | None = None
+        self.sample_button = _button("Sample now", "Render the preview prompts after the "
+                                     "current step (while paused: right after Resume).")
+        self.save_button = _button("Save now", "Save the LoRA as trained so far after the "
+                                   "current step, as <name>-step<N>.safetensors (while paused: "
+                                   "right after Resume).")
+        self.pause_button = _button("Pause", PAUSE_TIP)
+        self.cancel_button = _button("Cancel", "Stop after the current step and save the LoRA "
+                                     "trained so far (a checkpoint too, to resume later). "
+                                     "Also ends a paused run.")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for button in (self.sample_button, self.save_button, self.pause_button,
+                       self.cancel_button):
+            layout.addWidget(button)
+        self.show_state()
+
+    def bind(self, run: TrainRun) -> None:
+        self._run = run
+        self.sample_button.clicked.connect(run.sample_now)
+        self.save_button.clicked.connect(run.save_now)
+        self.pause_button.clicked.connect(run.toggle_pause)
+        self.cancel_button.clicked.connect(run.cancel)
+        run.changed.connect(self.show_state)
+        self.show_state()
+
+    def show_state(self) -> None:
+        run = self._run
+        control = run is not None and run.can_control
+        for button in (self.cancel_button, self.pause_button, self.save_button):
+            button.setEnabled(control)
+        self.sample_button.setEnabled(control and run.has_prompts)
+        paused = run is not None and run.paused
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.pause_button.setToolTip(RESUME_TIP if paused else PAUSE_TIP)
+
+
+def _button(text: str, tip: str) -> QPushButton:
+    button = QPushButton(text)
+    button.setToolTip(tip)
+    return button
 
 
 def _stat(text: str) -> QLabel:
