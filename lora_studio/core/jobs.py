@@ -38,7 +38,8 @@ class JobControl:
         self._resume.set()  # a paused job must wake up to notice the cancel
 
     def pause(self) -> None:
-        self._resume.clear()
+        if not self._cancel.is_set():  # a cancelled job must never wait again
+            self._resume.clear()
 
     def resume(self) -> None:
         self._resume.set()

@@ -184,19 +184,32 @@ def test_cancel_stops_within_one_step_and_saves_the_lora(tiny_model_dir, dataset
 
 
 def test_save_and_sample_requests_are_honoured(tiny_model_dir, dataset, tmp_path):
+    """Asked at step 1: saved and sampled there; asked at step 2, where a save is due anyway:
+    one file (the request is not left over for step 3); asked during the last step: its
+    preview still comes."""
     control = JobControl()
     cfg = make_config(tiny_model_dir, dataset, tmp_path / "out",
-                      sample={"prompts": ["zqstar"], "steps": 2})
+                      train={"steps": 4}, output={"save_every": 2},
+                      sample={"prompts": ["zqstar"], "steps": 2})  # previews only when asked
 
     def ask(event):
-        if isinstance(event, ev.StepProgress) and event.step == 1:
+        if isinstance(event, ev.StepProgress) and event.step in (1, 2, 4):
             control.request_save()
             control.request_sample()
 
     rec = run(cfg, control, on_event=ask)
     assert isinstance(rec.terminal, ev.Finished)
-    assert (tmp_path / "out" / "t-step1.safetensors").is_file()
-    assert [p.step for p in rec.of(ev.Preview)] == [1]
+    saved = sorted(p.name for p in (tmp_path / "out").glob("t-step*.safetensors"))
+    assert saved == ["t-step1.safetensors", "t-step2.safetensors"]
+    assert [p.step for p in rec.of(ev.Preview)] == [1, 2, 4]
+
+
+def test_a_cancelled_job_never_pauses_again():
+    control = JobControl()
+    control.cancel()
+    control.pause()  # e.g. a divergence right after Cancel was pressed
+    assert not control.paused
+    control.wait_if_paused()  # returns at once
 
 
 def test_resumed_run_ends_with_the_same_lora_as_an_unbroken_run(tiny_model_dir, dataset,

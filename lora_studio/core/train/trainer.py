@@ -509,11 +509,11 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             export_lora(cfg.output_dir / f"{out.name}-{epoch + 1:06d}.safetensors", step, False)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
             last_checkpoint, last_checkpoint_step = timed("checkpoint", checkpoint, step), step
-        if is_main and (out.save_every and step % out.save_every == 0
-                        or control.take_save_request()):
+        save_now, sample_now = control.take_save_request(), control.take_sample_request()
+        if is_main and (save_now or out.save_every and step % out.save_every == 0):
             timed("lora", export_lora, cfg.output_dir / f"{out.name}-step{step}.safetensors",
                   step, False)
-        if cfg.sample.every and step % cfg.sample.every == 0 or control.take_sample_request():
+        if sample_now or cfg.sample.every and step % cfg.sample.every == 0:
             timed("previews", previews, step)
 
     # ------------------------------------------------------------------ 9. export
@@ -522,8 +522,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     lora_path = None
     if is_main and (not cancelled or step > 0):
         lora_path = export_lora(cfg.lora_path, step, final=not cancelled)
-    if not cancelled and cfg.sample.every and cfg.sample.prompts:
-        previews(step)  # the final LoRA's previews
+    if not cancelled and (cfg.sample.every or control.take_sample_request()):
+        previews(step)  # the final LoRA's previews (asked for during the last step too)
     if board is not None:
         board.close()
     accelerator.wait_for_everyone()
