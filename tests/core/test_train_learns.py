@@ -42,7 +42,7 @@ CAPTION = "zqstar"
 STEPS = 80
 TIMESTEPS = [50, 200, 400, 600, 800, 950]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

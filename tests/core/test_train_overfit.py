@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from lora_studio.core.train.overfit import check_overfitting
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
 
 
 def steps(values, every=10):

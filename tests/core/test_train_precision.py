@@ -13,6 +13,8 @@ from lora_studio.core.train.config import config_from_dict
 from lora_studio.core.train.trainer import run_training_job
 from test_train_loop import make_dataset  # same folder (pytest puts it on sys.path)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
+
 
 @pytest.fixture(scope="module")
 def half_models(tiny_model_dir, tmp_path_factory):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from pathlib import Path
 
 from lora_studio.core import events as ev
@@ -16,6 +17,8 @@ from lora_studio.core.train.queue import (
 )
 from lora_studio.core.train.trainer import run_training_job
 from test_train_loop import dataset, make_config  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
 
 
 def settings(tmp_path) -> object:

@@ -3,6 +3,7 @@ cancelled, or killed mid-write), and resuming it as `lora-studio train --resume`
 
 from __future__ import annotations
 
+import pytest
 import json
 
 from lora_studio.core import events as ev
@@ -15,6 +16,8 @@ from lora_studio.core.train.runs import (
     summarize_run,
 )
 from test_train_loop import dataset, make_config, run  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
 
 
 def test_a_cancelled_run_reopens_with_its_curves_and_resumes_to_the_end(tiny_model_dir, dataset,

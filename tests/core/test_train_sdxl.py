@@ -18,6 +18,8 @@ from lora_studio.core.jobs import JobControl
 from lora_studio.core.train.config import config_from_dict
 from lora_studio.core.train.trainer import run_training_job
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
+
 # (width, height), colour, caption: a landscape, a portrait and an odd-sized picture
 PICTURES = [((96, 64), (220, 40, 40), "zqstar, red"),
             ((64, 96), (40, 200, 60), "zqstar, green"),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 import torch
 
 from lora_studio.core import events as ev
 from lora_studio.core.train.tracking import module_update_norms
 from test_train_loop import dataset, make_config, run  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
 
 
 def test_a_run_writes_loss_lr_grad_norm_validation_and_weight_norms(tiny_model_dir, dataset,

@@ -3,6 +3,7 @@ fixed noise and timesteps, reported as Validation events beside the training los
 
 from __future__ import annotations
 
+import pytest
 import shutil
 
 import torch
@@ -10,6 +11,8 @@ from safetensors.torch import load_file
 
 from lora_studio.core import events as ev
 from test_train_loop import dataset, make_config, make_dataset, run  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
 
 
 def validations(rec) -> list[tuple[int, float]]:

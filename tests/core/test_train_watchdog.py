@@ -4,6 +4,7 @@ may go on at a lower learning rate."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -11,6 +12,8 @@ import lora_studio.core.train.trainer as trainer
 from lora_studio.core import events as ev
 from lora_studio.core.jobs import JobControl
 from test_train_loop import Recorder, dataset, make_config, run  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: 1 thread is steadier
 
 BAD_STEP = 3
 
