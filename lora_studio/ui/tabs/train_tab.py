@@ -19,6 +19,11 @@ folders with their own repeats (`layout == "subsets"`, trained as `[[dataset.sub
 the Start button, the plan of that dataset with the current settings (its buckets and the epoch
 arithmetic, `core/dataset/plan.py`) follows every setting it depends on.
 
+Beside the run, History lists the runs the studio started (their curves, previews and log;
+Resume goes on from a cancelled or killed run's newest checkpoint) and Queue holds runs waiting
+their turn (saved in the user data folder; "Run queue" trains them one after another). Both start
+through `start_config`, the path the Start button takes.
+
 Signals:
   base_model_requested(str)  a preset named this base model (the window's picker switches to it)
   lora_trained(Path)         a run finished; the argument is the saved LoRA file (for the Mix tab)
@@ -42,6 +47,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -52,9 +58,13 @@ from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
 from lora_studio.core.train.presets import read_preset, validate_settings
+from lora_studio.core.train.runs import resume_request
 from lora_studio.ui.base_model import normal_spec
+from lora_studio.ui.run_queue_model import QueueModel
 from lora_studio.ui.train_run import JOB_NAME, TrainRun
 from lora_studio.ui.widgets.error_dialog import show_error
+from lora_studio.ui.widgets.run_history import RunHistory
+from lora_studio.ui.widgets.run_queue_panel import RunQueuePanel
 from lora_studio.ui.widgets.plan_view import PLAN_KEYS, PlanView, dataset_summary, subset_tables
 from lora_studio.ui.widgets.train_form import TrainForm
 from lora_studio.ui.widgets.train_run_view import RunControls, TrainRunView, format_eta
@@ -68,13 +78,14 @@ KEY_LAST_EDITED = "train/last_edited"  # the keys of it the person had changed
 __all__ = ["JOB_NAME", "TrainTab", "training_job", "format_eta", "read_preset"]
 
 
-def training_job(config: TrainConfig) -> Job:
-    """The job the runner runs: the core trainer, imported in the worker thread."""
+def training_job(config: TrainConfig, checkpoint: Path | None = None) -> Job:
+    """The job the runner runs: the core trainer, imported in the worker thread (going on from
+    `checkpoint` when one is given, as `lora-studio train CONFIG --resume CHECKPOINT` does)."""
 
     def job(emit: ev.Emit, control) -> ev.Event:
         from lora_studio.core.train.trainer import run_training_job
 
-        return run_training_job(config, emit, control)
+        return run_training_job(config, emit, control, resume_from=checkpoint)
 
     return job
 
@@ -86,12 +97,14 @@ class TrainTab(QWidget):
 
     def __init__(self, runner: JobRunner, settings: QSettings,
                  job_factory: Callable[[TrainConfig], Job] = training_job,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None,
+                 resume_job_factory: Callable[[TrainConfig, Path], Job] = training_job) -> None:
         super().__init__(parent)
         self.setObjectName("TrainTab")
         self._runner = runner
         self._settings = settings
         self._job_factory = job_factory
+        self._resume_job_factory = resume_job_factory
         self._report: DatasetReport | None = None
         self.plan = None  # the DatasetPlan shown above the Start button (None: no dataset)
         self.run = TrainRun(runner, self)  # the run of this tab: its state and commands
@@ -101,6 +114,7 @@ class TrainTab(QWidget):
         self._show_planned_steps(self.form.steps_spin.value())
         self.run.changed.connect(self._on_run_changed)
         self.run.ended.connect(self._on_run_ended)
+        self.run.ended.connect(lambda terminal: self.history.refresh())
         runner.started.connect(lambda name: self._update_buttons())
         runner.finished.connect(lambda terminal: self._update_buttons())
         self._update_buttons()
@@ -151,12 +165,29 @@ class TrainTab(QWidget):
         self.result_label = view.result_label
         view.compare_button.clicked.connect(
             lambda: view.result_path and self.compare_requested.emit(view.result_path.parent))
-        splitter.addWidget(view)
+        splitter.addWidget(self._build_side(view))
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([560, 720])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(splitter)
+
+    def _build_side(self, run_view: QWidget) -> QTabWidget:
+        """The run, the History of runs and the Queue, as tabs beside the form."""
+        self.history = RunHistory()
+        self.history.resume_requested.connect(self.resume_run)
+        self.history.refresh()
+        self.queue = QueueModel(self._runner, lambda config: self.start_config(
+            config, self._job_factory(config)), parent=self)
+        self.queue_panel = RunQueuePanel(self.queue, self._config_or_error)
+        self.side_tabs = tabs = QTabWidget()
+        tabs.setDocumentMode(True)
+        tabs.setTabPosition(QTabWidget.West)  # beside the run: the 800x600 screen keeps fitting
+        for widget, name in ((run_view, "Run"), (self.history, "History"),
+                             (self.queue_panel, "Queue")):
+            tabs.addTab(widget, name)
+        self.run.reset.connect(lambda config: tabs.setCurrentWidget(run_view))
+        return tabs
 
     def _build_buttons(self) -> QVBoxLayout:
         """The run's controls; Presets (load / save) and Start."""
@@ -261,12 +292,29 @@ class TrainTab(QWidget):
         except ConfigError as exc:
             self._show_config_error(exc, "Cannot start training")
             return False
-        if not self.run.can_start:  # another job: the runner says which (its `refused`)
-            return self.run.start(config, self._job_factory(config))
-        self._remember(config)
-        started = self.run.start(config, self._job_factory(config))
+        if self.run.can_start:
+            self._remember(config)
+        return self.start_config(config, self._job_factory(config))
+
+    def start_config(self, config: TrainConfig, job: Job) -> bool:
+        """Run `job`, the training of `config` (Start, Resume and the queue all start here).
+        False when another job runs (the runner says which: its `refused`)."""
+        started = self.run.start(config, job)
         if started:
             self.run_view.log(f"Output folder: {config.output_dir}")
+        return started
+
+    def resume_run(self, folder: str | Path) -> bool:
+        """Go on from the newest checkpoint of the run in `folder` (`lora-studio train CONFIG
+        --resume CHECKPOINT`); a run that cannot resume opens a message saying why."""
+        try:
+            config, checkpoint = resume_request(folder)
+        except StudioError as exc:
+            show_error(self, exc.user_message(), title="Cannot resume the run")
+            return False
+        started = self.start_config(config, self._resume_job_factory(config, checkpoint))
+        if started:
+            self.run_view.log(f"Resuming from {checkpoint}")
         return started
 
     def cancel_training(self) -> None:
@@ -311,6 +359,14 @@ class TrainTab(QWidget):
         lead = f"Check the setting “{label}”.\n\n" if label else ""
         show_error(self, lead + exc.user_message(), title=title)
         self.form.focus_field(exc.key)
+
+    def _config_or_error(self) -> TrainConfig | None:
+        """The form's validated config, or None after a message naming the bad setting."""
+        try:
+            return self.build_config()
+        except ConfigError as exc:
+            self._show_config_error(exc, "Cannot queue this run")
+            return None
 
     def _remember(self, config: TrainConfig) -> None:
         from lora_studio.core.train.config import config_to_toml
