@@ -2,7 +2,8 @@
 
 `TrainRun` owns the run so that no widget has to: whether a run of this tab is going, its
 `state` (idle → starting → running ⇄ paused → cancelling → finished / failed / cancelled), the
-step and total, the loss history, the previews received (each checked by
+step and total, the loss history, the validation losses (`validations`, `best_validation()`),
+the overfitting alert (`overfitting`: its `best_step`), the previews received (each checked by
 `core.train.preview_check`), the last checkpoint and LoRA files saved, the requests still waiting
 (sample now / save now) and the terminal event. It reads the job only through the events the
 window's `JobRunner` carries (events of other jobs, e.g. a generation, are ignored) and steers it
@@ -100,6 +101,8 @@ class TrainRun(QObject):
         self.total_steps = 0
         self.progress: ev.StepProgress | None = None  # the last step's numbers
         self.losses: list[tuple[int, float]] = []
+        self.validations: list[tuple[int, float]] = []  # (step, validation loss)
+        self.overfitting: ev.Overfitting | None = None  # the alert (once per run), kept
         self.previews: list[RunPreview] = []
         self.last_checkpoint: Path | None = None
         self.last_lora: Path | None = None  # the last LoRA file the run wrote
@@ -136,6 +139,15 @@ class TrainRun(QObject):
     def has_prompts(self) -> bool:
         """The run has preview prompts (Sample now renders them)."""
         return bool(self.config is not None and self.config.sample.prompts)
+
+    def best_validation(self) -> tuple[int, float] | None:
+        """The (step, loss) with the lowest validation loss so far."""
+        return min(self.validations, key=lambda p: p[1]) if self.validations else None
+
+    @property
+    def run_folder(self) -> Path | None:
+        """The output folder of the last run started (where its LoRAs per step are saved)."""
+        return Path(self.config.output_dir) if self.config is not None else None
 
     def flagged_previews(self) -> list[RunPreview]:
         return [p for p in self.previews if p.problem]
@@ -276,6 +288,13 @@ class TrainRun(QObject):
             self.save_pending = False
             self.changed.emit()
 
+    def _on_validation(self, event: ev.Validation) -> None:
+        self.validations.append((event.step, event.loss))
+
+    def _on_overfitting(self, event: ev.Overfitting) -> None:
+        self.overfitting = event
+        self.changed.emit()
+
     def _on_checkpoint(self, event: ev.CheckpointSaved) -> None:
         self.last_checkpoint = Path(event.path)
 
@@ -307,6 +326,7 @@ class TrainRun(QObject):
 _HANDLERS = {ev.JobStarted: TrainRun._on_started, ev.StepProgress: TrainRun._on_step,
              ev.Preview: TrainRun._on_preview, ev.LoraSaved: TrainRun._on_lora_saved,
              ev.CheckpointSaved: TrainRun._on_checkpoint, ev.Diverged: TrainRun._on_diverged,
+             ev.Validation: TrainRun._on_validation, ev.Overfitting: TrainRun._on_overfitting,
              ev.Finished: TrainRun._on_end,
              ev.Failed: TrainRun._on_end, ev.Cancelled: TrainRun._on_end}
 

@@ -165,6 +165,8 @@ class TrainTab(QWidget):
         self.result_label = view.result_label
         view.compare_button.clicked.connect(
             lambda: view.result_path and self.compare_requested.emit(view.result_path.parent))
+        view.compare_requested_at.connect(  # the overfitting banner: the run's saved steps
+            lambda step: self.run.run_folder and self.compare_requested.emit(self.run.run_folder))
         splitter.addWidget(self._build_side(view))
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([560, 720])

@@ -2,9 +2,13 @@
 
 Progress bar and step / total, loss (and its moving average), learning rate, it/s, ETA, a status
 line (starting, training, "Paused at step N — …", cancelling, how it ended), the loss curve
-(throttled redraws, see `LossPlot`), every preview image (`PreviewStrip`; a broken-looking one is
-flagged), the saved LoRA (with "Compare checkpoints…", which the Train tab turns into the Mix
-tab's grid over the run's saved steps) and a log.
+with the validation loss and its best step (throttled redraws, see `LossPlot`), two banners —
+overfitting (amber: the message, the advice and "Compare checkpoints at step N", which emits
+`compare_requested_at(best_step)`) and divergence (while the run is paused by a NaN: "Lower the
+learning rate and continue" = `run.resume(lr_scale=0.5)`, "Stop" = `run.cancel()`), every
+preview image (`PreviewStrip`; a broken-looking one is flagged), the saved LoRA (with "Compare
+checkpoints…", which the Train tab turns into the Mix tab's grid over the run's saved steps) and
+a log.
 
 `bind(run)` connects the view to a `lora_studio.ui.train_run.TrainRun`: it clears on the run's
 `reset`, draws each event (`show_event`, GUI thread), each preview with its check, and the state
@@ -13,12 +17,14 @@ on `changed`. The view never talks to the job, and keeps no run state of its own
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -42,6 +48,9 @@ RESUME_TIP = "Continue training from the step where it paused."
 STARTING = "Starting: loading the base model and caching the dataset…"
 PREVIEWS_TITLE = "Previews (newest first)"
 PAUSED_STYLE = "color: #e8b14a; font-weight: 600;"
+AMBER, RED = (232, 177, 74), (224, 108, 90)
+LOWER_LR_TIP = ("Continue from the last good step with the learning rates halved (the update "
+                "that diverged was not applied).")
 
 
 def format_eta(seconds: float) -> str:
@@ -52,7 +61,10 @@ def format_eta(seconds: float) -> str:
 
 
 class TrainRunView(QGroupBox):
-    """`bind(run)` once; then the run's signals drive it (`reset`, `show_event`, previews)."""
+    """`bind(run)` once; then the run's signals drive it (`reset`, `show_event`, previews).
+    `compare_requested_at(int)`: the overfitting banner's "Compare checkpoints at step N"."""
+
+    compare_requested_at = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Run", parent)
@@ -90,11 +102,25 @@ class TrainRunView(QGroupBox):
         layout.addWidget(self.progress)
         layout.addLayout(stats)
         layout.addWidget(self.stats_label)
+        self._build_banners(layout)
         layout.addWidget(self.loss_plot, 3)
         layout.addWidget(self.previews_title)
         layout.addWidget(self.preview_strip)
         layout.addLayout(self._build_result_row())
         layout.addWidget(self.log_view, 1)
+
+    def _build_banners(self, layout: QVBoxLayout) -> None:
+        self.compare_step_button = QPushButton("Compare checkpoints at step –")
+        self.compare_step_button.setToolTip("A grid of the LoRAs this run saved around its best "
+                                            "validation step, side by side (Mix tab → Grid).")
+        self.compare_step_button.clicked.connect(self._compare_best)
+        self.overfit_banner = Banner("OverfitBanner", AMBER, [self.compare_step_button])
+        self.lower_lr_button = _button("Lower the learning rate and continue", LOWER_LR_TIP)
+        self.stop_button = _button("Stop", "End the run; the last good LoRA stays saved.")
+        self.diverged_banner = Banner("DivergedBanner", RED,
+                                      [self.lower_lr_button, self.stop_button])
+        layout.addWidget(self.overfit_banner)
+        layout.addWidget(self.diverged_banner)
 
     def _build_result_row(self) -> QHBoxLayout:
         self.result_label = QLabel("")
@@ -122,6 +148,8 @@ class TrainRunView(QGroupBox):
         run.event.connect(self.show_event)
         run.preview_added.connect(self.add_preview)
         run.changed.connect(self.show_state)
+        self.lower_lr_button.clicked.connect(lambda: run.resume(lr_scale=0.5))
+        self.stop_button.clicked.connect(run.cancel)
 
     # ------------------------------------------------------------------ a run
     def reset(self, total_steps: int, sample_every: int) -> None:
@@ -136,6 +164,8 @@ class TrainRunView(QGroupBox):
         self.result_label.setText("")
         self.open_folder_button.setVisible(False)
         self.compare_button.setVisible(False)
+        self.overfit_banner.hide()
+        self.diverged_banner.hide()
         self.progress.setRange(0, total_steps)
         self.progress.setValue(0)
         self.step_label.setText(f"step 0 / {total_steps}")
@@ -158,6 +188,7 @@ class TrainRunView(QGroupBox):
         elif isinstance(event, ev.CheckpointSaved):
             self.log(f"Saved checkpoint (step {event.step}): {event.path}")
         elif isinstance(event, ev.Validation):
+            self.loss_plot.add_validation(event.step, event.loss)
             self.log(f"Validation loss at step {event.step}: {event.loss:.4f} "
                      f"({event.images} images)")
         elif isinstance(event, (ev.Diverged, ev.Overfitting)):
@@ -185,6 +216,23 @@ class TrainRunView(QGroupBox):
         if run.progress is not None and run.terminal is None:
             eta = f"ETA {format_eta(run.progress.eta_s)}"
             self.eta_label.setText(f"{eta} · paused" if run.paused else eta)
+        self._show_banners(run)
+
+    def _show_banners(self, run: TrainRun) -> None:
+        """The overfitting alert (kept after it came), and the divergence choice (while the
+        run is paused by it)."""
+        alert = run.overfitting
+        if alert is not None:
+            self.overfit_banner.set_text("Overfitting", f"{alert.message} {alert.advice}")
+            self.compare_step_button.setText(f"Compare checkpoints at step {alert.best_step}")
+        self.overfit_banner.setVisible(alert is not None)
+        diverged = run.diverged if run.paused and run.can_control else None
+        if diverged is not None:
+            saved = (f" The last good LoRA is saved: {diverged.lora_path}"
+                     if diverged.lora_path else "")
+            self.diverged_banner.set_text(f"Paused at step {diverged.step}: training diverged",
+                                          f"{diverged.message} {diverged.advice}{saved}")
+        self.diverged_banner.setVisible(diverged is not None)
 
     def saved_lora(self) -> Path | None:
         """The LoRA file the bound run ended with (its final save, else the last it wrote)."""
@@ -224,6 +272,11 @@ class TrainRunView(QGroupBox):
         self.open_folder_button.setVisible(path is not None and path.exists())
         self.compare_button.setVisible(path is not None and path.exists())
         self.result_path = path
+
+    def _compare_best(self) -> None:
+        alert = self._run.overfitting if self._run is not None else None
+        if alert is not None:
+            self.compare_requested_at.emit(alert.best_step)
 
     def _open_folder(self) -> None:
         if self.result_path is not None:
@@ -271,6 +324,41 @@ class RunControls(QWidget):
         paused = run is not None and run.paused
         self.pause_button.setText("Resume" if paused else "Pause")
         self.pause_button.setToolTip(RESUME_TIP if paused else PAUSE_TIP)
+
+
+class Banner(QFrame):
+    """A coloured box across the Run panel: a bold title, a text and its buttons (hidden until
+    `set_text` and `show`)."""
+
+    def __init__(self, name: str, rgb: tuple[int, int, int], buttons: list[QPushButton],
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName(name)
+        r, g, b = rgb
+        self.setStyleSheet(f"#{name} {{ background: rgba({r}, {g}, {b}, 40); "
+                           f"border: 1px solid rgb({r}, {g}, {b}); border-radius: 6px; }}")
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.buttons = buttons
+        self.title = self.body = ""
+        row = QHBoxLayout()
+        row.addStretch(1)
+        for button in buttons:
+            row.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 6)
+        layout.addWidget(self.label)
+        layout.addLayout(row)
+        self.hide()
+
+    def set_text(self, title: str, text: str) -> None:
+        self.title, self.body = title, text
+        self.label.setText(f"<b>⚠ {html.escape(title)}</b><br>{html.escape(text)}")
+
+    def text(self) -> str:
+        """The banner's words, without markup."""
+        return f"{self.title}\n{self.body}"
 
 
 def _button(text: str, tip: str) -> QPushButton:
