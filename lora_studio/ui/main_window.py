@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self.train_tab.base_model_requested.connect(self.model_picker.choose)
         self.train_tab.lora_trained.connect(self._on_lora_trained)
         self.train_tab.compare_requested.connect(self.show_run_grid)
+        self.train_tab.compare_best_requested.connect(self.show_run_grid)
         self._on_base_model(self.base_model.spec)
         self.base_model.describe()
         self.runner.started.connect(lambda name: self.status.set_job(f"{name.capitalize()}: "
@@ -177,9 +178,9 @@ class MainWindow(QMainWindow):
         self.library.refresh_file(path)
         self.status.showMessage(f"Trained {path.name}: it is in the Mix tab's library.", 10000)
 
-    def show_run_grid(self, folder) -> None:
+    def show_run_grid(self, folder, best_step: int | None = None) -> None:
         """The Mix tab's grid over the steps a training run saved in `folder`."""
-        self.mix_tab.show_run_grid(folder)
+        self.mix_tab.show_run_grid(folder, best_step)
         self.tabs.setCurrentWidget(self.mix_tab)
 
     # ------------------------------------------------------------------ drag and drop

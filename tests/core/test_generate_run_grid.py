@@ -140,3 +140,16 @@ def test_a_cancelled_run_grid_keeps_its_cells_and_unloads_the_steps(run_dir, tin
     assert [[c is not None for c in row] for row in grid.cells] == [[True, True], [True, False]]
     assert session.loras == []
     assert isinstance(files[0], SavedState)
+
+
+def test_the_nearest_saved_state_to_the_best_validation_step(tmp_path):
+    from lora_studio.core.generate.run_grid import RunListing, SavedState
+
+    listing = RunListing(tmp_path, "t", [SavedState(100, tmp_path / "t-step100.safetensors"),
+                                         SavedState(200, tmp_path / "t-step200.safetensors"),
+                                         SavedState(300, tmp_path / "t.safetensors", final=True)])
+    assert listing.nearest(240).step == 200 and listing.nearest(150).step == 100  # tie: earlier
+    assert listing.nearest(290).path.name == "t.safetensors"
+    assert "nearest saved LoRA is step 200 (t-step200.safetensors)" in listing.best_step_note(230)
+    assert RunListing(tmp_path, "t", []).best_step_note(5) == \
+        " The validation loss was best at step 5."

@@ -201,3 +201,9 @@ def test_compare_checkpoints_opens_the_grid_over_the_runs_steps(window, qtbot, t
     window.show_run_grid(run)
     assert f"It was trained on {tiny_model_dir.name}; the grid renders on Tiny Shapes" in \
         panel.run_summary.text()
+
+    # The Train tab's overfitting banner opens it saying which saved LoRA is nearest the best step.
+    window.train_tab.compare_best_requested.emit(run, 3)
+    assert window.tabs.currentWidget() is tab
+    assert ("validation loss was best at step 3; the nearest saved LoRA is step 3 "
+            "(t-step3.safetensors)") in panel.run_summary.text()

@@ -69,6 +69,20 @@ class RunListing:
         """The run's preview settings (prompts, seed, steps, cfg, sampler, negative_prompt)."""
         return dict(self.config.get("sample", {}))
 
+    def nearest(self, step: int) -> SavedState | None:
+        """The saved state closest to `step` (the earlier one on a tie): what to keep when the
+        validation loss was best at `step`."""
+        known = [s for s in self.states if s.step is not None]
+        return min(known, key=lambda s: (abs(s.step - step), s.step)) if known else None
+
+    def best_step_note(self, step: int) -> str:
+        """A sentence saying where validation was best and which saved LoRA is nearest."""
+        state = self.nearest(step)
+        if state is None:
+            return f" The validation loss was best at step {step}."
+        return (f" The validation loss was best at step {step}; the nearest saved LoRA is "
+                f"step {state.step} ({state.path.name}).")
+
     @property
     def only_final(self) -> bool:
         return all(s.final for s in self.states)

@@ -183,10 +183,11 @@ class MixTab(PathDropMixin, QWidget):
         layout.setContentsMargins(12, 12, 12, 12)
         layout.addWidget(splitter)
 
-    def show_run_grid(self, folder: str | Path) -> None:
-        """Open the Grid over the saved steps of the training run in `folder`."""
+    def show_run_grid(self, folder: str | Path, best_step: int | None = None) -> None:
+        """Open the Grid over the saved steps of the training run in `folder` (saying which is
+        nearest `best_step`, where the run's validation loss was lowest)."""
         self.side_tabs.setCurrentIndex(1)
-        self.grid_panel.set_run_folder(folder)
+        self.grid_panel.set_run_folder(folder, best_step)
 
     # ------------------------------------------------------------------ the stack
     def add_to_stack(self, path: str | Path, weight: float = 1.0) -> bool:

@@ -28,6 +28,7 @@ Signals:
   base_model_requested(str)  a preset named this base model (the window's picker switches to it)
   lora_trained(Path)         a run finished; the argument is the saved LoRA file (for the Mix tab)
   compare_requested(Path)    "Compare checkpoints…": the run's output folder (the Mix tab's grid)
+  compare_best_requested(Path, int)  the same from the overfitting banner, with the best step
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class TrainTab(QWidget):
     base_model_requested = Signal(str)
     lora_trained = Signal(Path)
     compare_requested = Signal(Path)
+    compare_best_requested = Signal(Path, int)  # the run folder, its best validation step
 
     def __init__(self, runner: JobRunner, settings: QSettings,
                  job_factory: Callable[[TrainConfig], Job] = training_job,
@@ -165,8 +167,9 @@ class TrainTab(QWidget):
         self.result_label = view.result_label
         view.compare_button.clicked.connect(
             lambda: view.result_path and self.compare_requested.emit(view.result_path.parent))
-        view.compare_requested_at.connect(  # the overfitting banner: the run's saved steps
-            lambda step: self.run.run_folder and self.compare_requested.emit(self.run.run_folder))
+        view.compare_requested_at.connect(  # the overfitting banner: the saved steps, the best
+            lambda step: self.run.run_folder
+            and self.compare_best_requested.emit(self.run.run_folder, step))
         splitter.addWidget(self._build_side(view))
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([560, 720])

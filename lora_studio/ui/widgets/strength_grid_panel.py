@@ -162,8 +162,10 @@ class StrengthGridPanel(QWidget):
     def set_mode(self, mode: int) -> None:
         self.mode_combo.setCurrentIndex(mode)
 
-    def set_run_folder(self, folder: str | Path) -> RunListing | None:
-        """Compare the saved steps of the run in `folder` (switches to that mode)."""
+    def set_run_folder(self, folder: str | Path, best_step: int | None = None
+                       ) -> RunListing | None:
+        """Compare the saved steps of the run in `folder` (switches to that mode); with
+        `best_step` (where its validation loss was lowest), say which saved LoRA is nearest."""
         self.set_mode(RUN)
         text = str(folder).strip()
         self.run_edit.setText(text)
@@ -176,7 +178,9 @@ class StrengthGridPanel(QWidget):
             except StudioError as exc:
                 self.run_summary.setText(exc.user_message())
             else:
-                self.run_summary.setText(self.listing.summary() + self._base_note(self.listing))
+                best = self.listing.best_step_note(best_step) if best_step is not None else ""
+                self.run_summary.setText(self.listing.summary() + best
+                                         + self._base_note(self.listing))
                 self._use_run_settings(self.listing)
         self._update_buttons()
         return self.listing
