@@ -4,27 +4,14 @@ after Resume, and the run ends with every step trained once."""
 
 from __future__ import annotations
 
-import pytest
 from PySide6.QtCore import Qt
-from test_train_tab_real import RUN_TIMEOUT_MS, configure
+from test_train_tab_real import RUN_TIMEOUT_MS, configure, tab  # noqa: F401 (fixture)
 
 from lora_studio.core import events as ev
 from lora_studio.ui.tabs.train_tab import TrainTab
 from lora_studio.ui.train_run import RunState
-from lora_studio.ui.workers import JobRunner
 
 STEPS = 6
-
-
-@pytest.fixture
-def tab(qtbot, settings):
-    runner = JobRunner()
-    tab = TrainTab(runner, settings)
-    tab._test_runner = runner
-    qtbot.addWidget(tab)
-    yield tab
-    if runner.is_running:  # never leave a training thread behind
-        runner.stop()
 
 
 def wait_until_still(qtbot, tab: TrainTab, quiet_ms: int = 1000) -> int:
