@@ -261,38 +261,60 @@ def test_vae_encodes_each_image_once_per_flip_over_many_epochs(tiny_model_dir, d
     assert sum(encoded) == 6  # without the cache: every sample, every step
 
 
-def test_preview_matches_generation_with_the_saved_lora(tiny_model_dir, dataset, tmp_path):
+def test_a_preview_is_lora_studio_generate_with_that_steps_file_pixel_for_pixel(
+        tiny_model_dir, dataset, tmp_path):
+    """Step 2's preview (a saved step file, fp16 as shipped) and the final one (the LoRA file)
+    each equal `lora-studio generate` with that file, seed and settings: same pixels, same PNG
+    info. A non-default sampler, negative prompt, size and CFG come from kohya's inline options."""
     import numpy as np
-    from diffusers import StableDiffusionPipeline
+    from PIL import Image
 
-    from lora_studio.core.generate.samplers import make_scheduler
-    from lora_studio.core.lora.apply import load_lora_into_pipeline
+    from lora_studio.cli import main
+    from lora_studio.core.generate.pnginfo import PARAMETERS_KEY
 
+    line = "zqstar, red --n blurry --w 40 --h 32 --d 7 --l 4.5 --s 3 --ss dpmsolver++"
     cfg = make_config(tiny_model_dir, dataset, tmp_path / "out",
                       train={"steps": 4, "learning_rate": 2e-2},
-                      sample={"every": 4, "prompts": ["zqstar, red"], "steps": 3, "cfg": 4.0,
-                              "seed": 7})
+                      output={"save_every": 2, "save_precision": "fp16"},
+                      sample={"every": 2, "prompts": [line]})
     rec = run(cfg)
     assert isinstance(rec.terminal, ev.Finished)
-    preview = rec.of(ev.Preview)[-1]
-    assert preview.step == 4 and (tmp_path / "out" / "samples").is_dir()
+    previews = {p.step: p for p in rec.of(ev.Preview)}
+    assert sorted(previews) == [2, 4]
+    assert not (tmp_path / "out" / ".preview").exists()
+    files = {2: tmp_path / "out" / "t-step2.safetensors", 4: cfg.lora_path}
+    for step, lora in files.items():
+        out = tmp_path / f"generated-{step}"
+        assert main(["generate", "--model", str(tiny_model_dir), "--lora", str(lora),
+                     "--prompt", "zqstar, red", "--negative", "blurry", "--width", "40",
+                     "--height", "32", "--seed", "7", "--cfg", "4.5", "--steps", "3",
+                     "--sampler", "DPM++ 2M", "--out", str(out)]) == 0
+        [png] = out.glob("*.png")
+        generated = Image.open(png)
+        shown = previews[step].image
+        assert np.array_equal(np.asarray(shown), np.asarray(generated.convert("RGB")))
+        assert shown.info[PARAMETERS_KEY] == generated.info[PARAMETERS_KEY]
+        saved = Image.open(tmp_path / "out" / "samples" / f"step-{step:06d}-0.png")
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(shown))
+    assert not np.array_equal(np.asarray(previews[2].image), np.asarray(previews[4].image))
 
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None,
-                                                   requires_safety_checker=False)
-    pipe.scheduler = make_scheduler(pipe.scheduler.config, "Euler a")
-    pipe.set_progress_bar_config(disable=True)
 
-    def render():
-        return np.asarray(pipe("zqstar, red", num_inference_steps=3, guidance_scale=4.0,
-                               height=32, width=32,
-                               generator=torch.Generator().manual_seed(7)).images[0], dtype=int)
-
-    base = render()
-    load_lora_into_pipeline(pipe, cfg.lora_path, "trained")
-    with_lora = render()
-    shown = np.asarray(preview.image, dtype=int)
-    assert np.abs(shown - with_lora).max() <= 2
-    assert np.abs(shown - base).max() > 10  # the LoRA visibly changed the image
+def test_previews_change_nothing_in_the_trained_lora(tiny_model_dir, dataset, tmp_path):
+    """Rendering with the step's file switches the training adapter off and back on: a run
+    that previews at every step ends with the same LoRA as one that never previews."""
+    quiet = make_config(tiny_model_dir, dataset, tmp_path / "quiet",
+                        train={"steps": 4, "learning_rate": 1e-2})
+    shown = make_config(tiny_model_dir, dataset, tmp_path / "shown",
+                        train={"steps": 4, "learning_rate": 1e-2},
+                        sample={"every": 1, "prompts": ["zqstar"], "steps": 2})
+    assert isinstance(run(quiet).terminal, ev.Finished)
+    rec = run(shown)
+    assert isinstance(rec.terminal, ev.Finished) and len(rec.of(ev.Preview)) == 4
+    a, b = lora_tensors(quiet.lora_path), lora_tensors(shown.lora_path)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    changed = sum((a[k].float().abs().sum() > 0).item() for k in a if "lora_up" in k)
+    assert changed > 0  # the LoRA did train
 
 
 def test_skipped_files_warn_and_an_empty_dataset_fails_with_advice(tiny_model_dir, dataset,

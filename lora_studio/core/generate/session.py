@@ -173,12 +173,25 @@ class GenerationSession:
 
                 source = resolve_model(self.model_spec)
                 pipe = load_pipeline(source, torch_dtype=self.torch_dtype, device=self.device)
-                self._source = getattr(pipe, "model_source", source)
-                pipe.set_progress_bar_config(disable=True)
-                self._base_scheduler_config = dict(pipe.scheduler.config)
-                self._scales = AdapterScales(pipe)
-                self._pipe = pipe
+                self._adopt(pipe, getattr(pipe, "model_source", source),
+                            dict(pipe.scheduler.config))
             return self._pipe
+
+    @classmethod
+    def around(cls, pipe, source, scheduler_config: dict[str, Any]) -> GenerationSession:
+        """A session over a pipeline built elsewhere: the trainer's previews render through
+        the trainer's own networks with exactly the code `generate` runs. `source` is the
+        model it was loaded from, `scheduler_config` the model's own scheduler settings."""
+        session = cls(getattr(source, "path", None))
+        session._adopt(pipe, source, dict(scheduler_config))
+        return session
+
+    def _adopt(self, pipe, source, scheduler_config: dict[str, Any]) -> None:
+        pipe.set_progress_bar_config(disable=True)
+        self._source = source
+        self._base_scheduler_config = scheduler_config
+        self._scales = AdapterScales(pipe)
+        self._pipe = pipe
 
     @property
     def source(self):
@@ -375,6 +388,8 @@ class GenerationSession:
                     control: Any) -> list[GeneratedImage]:
         import torch
 
+        from lora_studio.core.generate.decode import decode_latents
+
         request = render.request
         results: list[GeneratedImage] = []
         arch = getattr(self._source, "arch", "sd1")
@@ -396,11 +411,12 @@ class GenerationSession:
                 generator=torch.Generator("cpu").manual_seed(seed),
                 callback_on_step_end=step_end,
                 callback_on_step_end_tensor_inputs=["latents"],
-                output_type="pil",
+                output_type="latent",
             )
             if control is not None and control.cancelled:
                 break  # the interrupted image is unfinished: neither returned nor saved
-            results.append(self._finish_image(output.images[0], render, seed, index, emit))
+            image = decode_latents(pipe, output.images)[0]
+            results.append(self._finish_image(image, render, seed, index, emit))
         return results
 
     def _switching_adapters(self, active: list[_ActiveLora], steps: int, step_end):

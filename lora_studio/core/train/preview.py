@@ -1,95 +1,89 @@
-"""Preview images during training, rendered the way final generation renders them.
+"""Preview images during training: inference, exactly as Generate renders the saved LoRA.
 
-The pipeline is the model family's plain diffusers pipeline (`StableDiffusionPipeline`,
-`StableDiffusionXLPipeline`) built from the training networks themselves (the UNet and text
-encoders *with the live LoRA adapters*, the VAE, the tokenizers), with the
-sampler (`sample.sampler`, default "Euler a" like `lora-studio generate`) built from the base
-model's own scheduler config, dropout off (eval mode), fixed prompt and seed (a CPU generator,
-seeded the same for every preview). The LoRA scale inside peft is alpha / rank, exactly what a
-saved LoRA loads with at strength 1, so a preview matches `generate` with the saved file at
-strength 1 (up to the save precision). Images are also written to `<output>/samples/`.
+A preview at step N is what `lora-studio generate` renders with that step's LoRA file at
+strength 1 and the same prompt, negative prompt, seed, size, steps, CFG scale and sampler, pixel
+for pixel: the trainer writes the LoRA as it would save it (its layout and save precision), and
+a `GenerationSession` wrapped around the training networks (`GenerationSession.around`) loads
+that file as its own adapter and renders through the same code as the Generate tab: the
+sampler built from the base model's scheduler config, CFG, the negative prompt, the LoRA
+loaded by `lora.apply` and set by `set_adapters`, the shared VAE decode and the A1111 PNG info.
+The training adapter is switched off while the file's adapter renders, and switched back on
+(trainable, its scale untouched) afterwards, so previews change nothing in the training.
+On a GPU with mixed precision the trained networks keep accelerate's autocast around their
+forward, so there a preview and Generate can differ by rounding; in fp32 they are identical.
 
 Each prompt line may carry kohya's inline options (`a cat --n blurry --w 768 --h 512 --d 7 --l 6
 --s 28 --ss euler_a`, see `sample_prompts.py`); what a line does not set comes from [sample] and
-the dataset resolution. A preview's image carries its settings as A1111 PNG info
-(`image.info["parameters"]`, also written into the PNG), so the event and the file say which
-seed, size, steps, CFG scale and sampler made it.
+the dataset resolution. A preview's image carries Generate's `parameters` text
+(`image.info["parameters"]`, also written into `<output>/samples/step-NNNNNN-i.png`), so the
+event and the file say which seed, size, steps, CFG scale, sampler and LoRA made it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import torch
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 from lora_studio.core import events as ev
 from lora_studio.core.train.config import TrainConfig
 
 
-def build_preview_pipeline(family, sampler: str, unwrap=lambda model: model):
-    """The family's text-to-image pipeline around the live training networks (LoRA adapters
-    included), with `sampler` built from the base model's scheduler config."""
-    from lora_studio.core.generate.samplers import make_scheduler
-
-    pipe = family.preview_pipeline(make_scheduler(family.scheduler_config, sampler), unwrap)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def decode_latents(pipe, latents: torch.Tensor):
-    """The pipeline's latents as a PIL image, decoded in the VAE's own precision outside any
-    autocast (an fp32 SDXL VAE must not be autocast back to fp16, where it overflows)."""
-    vae = pipe.vae
-    config = vae.config
-    latents = latents.to(vae.dtype)
-    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-    if mean is not None and std is not None:
-        shape = (1, latents.shape[1], 1, 1)
-        latents = (latents * torch.tensor(std).view(shape).to(latents) / config.scaling_factor
-                   + torch.tensor(mean).view(shape).to(latents))
-    else:
-        latents = latents / config.scaling_factor + (getattr(config, "shift_factor", None) or 0)
-    with torch.autocast(latents.device.type, enabled=False):
-        image = vae.decode(latents).sample
-    return pipe.image_processor.postprocess(image, output_type="pil")[0]
-
-
-def render_previews(cfg: TrainConfig, step: int, family, *, unwrap=lambda model: model,
-                    accelerator=None) -> Iterator[ev.Preview]:
-    """Yield one Preview per `sample.prompts` entry, each rendered with its own options (the
-    caller puts the networks back in train mode afterwards). A line with an option it cannot
-    read raises ConfigError before anything renders."""
+def render_previews(cfg: TrainConfig, step: int, family, lora_path: Path, *,
+                    unwrap: Callable[[Any], Any] = lambda model: model) -> Iterator[ev.Preview]:
+    """Yield one Preview per `sample.prompts` entry, each rendered with its own options and the
+    LoRA file `lora_path` at strength 1 (the caller puts the networks back in train mode
+    afterwards). A line with an option it cannot read raises ConfigError before anything
+    renders."""
     from lora_studio.core.generate.pnginfo import PARAMETERS_KEY, save_png_with_parameters
     from lora_studio.core.generate.samplers import make_scheduler
+    from lora_studio.core.generate.session import GenerationRequest, GenerationSession
     from lora_studio.core.train.sample_prompts import sample_prompts
 
     prompts = sample_prompts(cfg)
-    pipe = build_preview_pipeline(family, cfg.sample.sampler, unwrap)
-    schedulers = {cfg.sample.sampler: pipe.scheduler}
-    for network in family.networks().values():
-        unwrap(network).eval()
+    pipe = family.preview_pipeline(make_scheduler(family.scheduler_config, cfg.sample.sampler),
+                                   unwrap)
+    session = GenerationSession.around(pipe, family.source, family.scheduler_config)
+    networks = [unwrap(network) for network in family.networks().values()]
+    for network in networks:
+        network.eval()
     samples_dir = cfg.output_dir / "samples"
-    for index, sp in enumerate(prompts):
-        if sp.sampler not in schedulers:
-            schedulers[sp.sampler] = make_scheduler(family.scheduler_config, sp.sampler)
-        pipe.scheduler = schedulers[sp.sampler]
-        generator = torch.Generator(device="cpu").manual_seed(sp.seed)
-        autocast = accelerator.autocast() if accelerator is not None else _nullcontext()
-        with torch.no_grad():
-            with autocast:
-                latents = pipe(sp.prompt, negative_prompt=sp.negative or None,
-                               num_inference_steps=sp.steps, guidance_scale=sp.cfg,
-                               height=sp.height, width=sp.width, generator=generator,
-                               output_type="latent").images
-            image = decode_latents(pipe, latents)
-        image.info[PARAMETERS_KEY] = parameters = sp.parameters()
-        save_png_with_parameters(image, samples_dir / f"step-{step:06d}-{index}.png", parameters)
-        yield ev.Preview(step=step, prompt=sp.prompt, image=image, index=index)
+    with _file_adapter(session, lora_path, networks):
+        for index, sp in enumerate(prompts):
+            request = GenerationRequest(prompt=sp.prompt, negative=sp.negative, steps=sp.steps,
+                                        cfg=sp.cfg, seed=sp.seed, width=sp.width,
+                                        height=sp.height, sampler=sp.sampler)
+            [result] = session.generate(request)
+            image = result.image
+            image.info[PARAMETERS_KEY] = result.parameters
+            save_png_with_parameters(image, samples_dir / f"step-{step:06d}-{index}.png",
+                                     result.parameters)
+            yield ev.Preview(step=step, prompt=sp.prompt, image=image, index=index)
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
+@contextlib.contextmanager
+def _file_adapter(session, lora_path: Path, networks: list[Any]):
+    """`lora_path` loaded into the session as the only active adapter; afterwards it is deleted
+    and each LoRA layer's own active adapters (the training one) are switched back on, which
+    also makes them trainable again (peft's `set_adapter`)."""
+    active = [(layer, list(layer.active_adapters)) for layer in _lora_layers(networks)]
+    report = session.add_lora(lora_path, 1.0)
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():  # peft: "Adapter ... was active which is now deleted"
+            warnings.filterwarnings("ignore", message="Adapter .* was active")
+            session.remove_lora(report.adapter_name)
+        for layer, names in active:
+            layer.set_adapter(names)
 
-    def __exit__(self, *exc):
-        return False
+
+def _lora_layers(networks: list[Any]) -> Iterator[Any]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for network in networks:
+        for module in network.modules():
+            if isinstance(module, BaseTunerLayer):
+                yield module
