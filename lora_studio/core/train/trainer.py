@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,8 @@ def run_training_job_with_code(config: TrainConfig, emit: ev.Emit,
     say = emit if _is_main_process() else (lambda event: None)
     if _is_main_process():
         say = _logged_in_run_folder(config, say)
-    outcome = run_job(lambda emit_, control_: train(config, emit_, control_, resume_from),
+    outcome = run_job(lambda emit_, control_: _train_ending_cleanly(config, emit_, control_,
+                                                                    resume_from),
                       say, control, ending=_training_ending, doing="Training",
                       interrupted="Training aborted; nothing was saved after the last LoRA or "
                                   "checkpoint written.")
@@ -98,6 +100,24 @@ def _logged_in_run_folder(config: TrainConfig, emit: ev.Emit) -> ev.Emit:
     return both
 
 
+def _train_ending_cleanly(config: TrainConfig, emit: ev.Emit, control: JobControl,
+                          resume_from: str | Path | None) -> TrainResult:
+    """`train`; a GPU out-of-memory error becomes a StudioError saying the step reached, where
+    the LoRA so far was saved and which settings lower memory (`out_of_memory.py`)."""
+    from lora_studio.core.train.out_of_memory import (RunSoFar, is_out_of_memory,
+                                                      out_of_memory_error,
+                                                      save_after_out_of_memory)
+
+    so_far = RunSoFar()
+    try:
+        return train(config, emit, control, resume_from, so_far=so_far)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        saved, problem = save_after_out_of_memory(exc, so_far)
+        raise out_of_memory_error(config, so_far.arch, so_far, saved, problem) from None
+
+
 def _training_ending(result: TrainResult, control: JobControl) -> ev.Event:
     if result.cancelled:
         where = f" The LoRA trained so far is saved at {result.lora_path}." \
@@ -112,8 +132,9 @@ def _training_ending(result: TrainResult, control: JobControl) -> ev.Event:
 
 
 def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
-          resume_from: str | Path | None = None) -> TrainResult:
-    """Train a LoRA as `config` says, reporting through `emit`, steered by `control`."""
+          resume_from: str | Path | None = None, so_far=None) -> TrainResult:
+    """Train a LoRA as `config` says, reporting through `emit`, steered by `control`; `so_far`
+    (an `out_of_memory.RunSoFar`) is kept current for whoever must end the run early."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -171,6 +192,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         family = load_family(base_spec, torch_dtype=weight_dtype,
                              config_dir=cfg.model.config_dir or None)
     source = family.source
+    if so_far is not None:
+        so_far.arch = source.arch
     for network in (*family.networks().values(), family.vae):
         network.requires_grad_(False)
     for network in family.networks().values():
@@ -292,8 +315,10 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     outputs: list[Path] = [cfg.config_copy_path]
     batches_per_step = tr.gradient_accumulation * world  # every process draws its own batch
 
-    def export_lora(path: Path, step: int, final: bool) -> Path:
-        """Write the LoRA as trained so far (main process), with training metadata."""
+    saved_at: dict[int, Path] = {}  # step -> the LoRA file written at that step
+
+    def write_step_lora(path: Path, step: int) -> Path:
+        """The LoRA as trained so far, as a file (layout, precision and training metadata)."""
         from lora_studio.core.lora.formats import write_lora
 
         lora = family.lora_file(accelerator.unwrap_model, lo.train_text_encoder)
@@ -303,17 +328,33 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             started_at=started_at)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
         write_lora(lora, path, layout=out.format, dtype=dtype[out.save_precision])
+        return path
+
+    def export_lora(path: Path, step: int, final: bool) -> Path:
+        """Save the LoRA as trained so far (main process) and say so."""
+        saved_at[step] = write_step_lora(path, step)
         outputs.append(path)
         say(ev.LoraSaved(step=step, path=path, final=final))
         return path
 
     def previews(step: int) -> None:
-        if is_main and cfg.sample.prompts:
-            for preview in render_previews(cfg, step, family, unwrap=accelerator.unwrap_model,
-                                           accelerator=accelerator):
+        """Render the sample prompts with this step's LoRA file, as Generate would: the file
+        saved at this step, or the same file written aside for the previews and removed."""
+        if not (is_main and cfg.sample.prompts):
+            return
+        aside = None
+        if step not in saved_at:
+            aside = write_step_lora(cfg.output_dir / ".preview" / f"{out.name}.safetensors",
+                                    step)
+        try:
+            for preview in render_previews(cfg, step, family, saved_at.get(step, aside),
+                                           unwrap=accelerator.unwrap_model):
                 say(preview)
-            for model in trained_models:
-                model.train()
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside.parent, ignore_errors=True)
+        for model in trained_models:
+            model.train()
 
     loss_curve: list[tuple[int, float]] = []
     validation_curve: list[tuple[int, float]] = []
@@ -378,6 +419,9 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                       message=f"Training {out.name} on {num_train_images} images{reg_note} "
                               f"for {total_steps} steps ({choice.name}, {world} process(es))."))
     step, last_checkpoint, last_loss, cancelled = start_step, None, None, False
+    if so_far is not None and is_main:  # what an out-of-memory ending reports and saves
+        so_far.total_steps, so_far.step = total_steps, lambda: step
+        so_far.save = lambda: export_lora(cfg.lora_path, step, final=False)
     last_checkpoint_step = -1
     eta = Eta()  # steps and side work, for the time left
     side_work = {  # kind -> (every N steps before the last, times at the end)
