@@ -43,6 +43,14 @@ class GridPlan:
     listing: RunListing | None = None
     strength: float = 1.0
     prompts: list[str] = field(default_factory=list)
+    best_step: int | None = None  # where the run's validation loss was lowest (run grids)
+
+    def best_column(self) -> int | None:
+        """The column of the saved state nearest `best_step` (None: no run or no best step)."""
+        if self.listing is None or self.best_step is None:
+            return None
+        state = self.listing.nearest(self.best_step)
+        return None if state is None else self.listing.states.index(state)
 
     def view_labels(self) -> tuple[list[str], list[str], str]:
         """(row labels, column labels, title) for the grid on screen: the names go into one
@@ -50,6 +58,9 @@ class GridPlan:
         seed = f"seed {self.request.seed}"
         if self.listing is not None:
             rows, cols, _ = self.labels()
+            best = self.best_column()
+            if best is not None:
+                cols[best] += "\n★ best"
             return rows, cols, f"{self.listing.name} at strength {self.strength:g} · {seed}"
         assert self.rows is not None
         title = f"Rows: {self.rows[1]}"
@@ -83,6 +94,7 @@ class GridModel(QObject):
         self.col_labels: list[str] = []
         self.corner = ""
         self.view_labels: tuple[list[str], list[str], str] = ([], [], "")
+        self.highlight: int | None = None  # the column marked best (a run's best step)
         self.cells: list[list[Any]] = []
         self._pending: Callable | None = None  # a grid waiting for a preview to stop
         self._step = ""
@@ -111,6 +123,7 @@ class GridModel(QObject):
             return False
         self.row_labels, self.col_labels, self.corner = plan.labels()
         self.view_labels = plan.view_labels()
+        self.highlight = plan.best_column()
         self.cells = [[None] * len(self.col_labels) for _ in self.row_labels]
         self._step = ""
         self.started.emit()

@@ -207,3 +207,16 @@ def test_compare_checkpoints_opens_the_grid_over_the_runs_steps(window, qtbot, t
     assert window.tabs.currentWidget() is tab
     assert ("validation loss was best at step 3; the nearest saved LoRA is step 3 "
             "(t-step3.safetensors)") in panel.run_summary.text()
+    # ... and opens at that step: its column marked before anything renders, and after.
+    assert panel.view.col_labels[2] == "step 3\n★ best" and panel.view.highlight == 2
+    assert panel.view.filled() == 0
+    window.session_model.set_base_model(str(tiny_model_dir))
+    with qtbot.waitSignal(tab.grid_model.finished, timeout=TIMEOUT_MS):
+        assert panel.render()
+    assert panel.view.highlight == 2 and panel.view.filled() == 8
+    panel.view.resize(700, 400)
+    panel.view.grab().save(str(tmp_path / "best.png"))
+    window.train_tab.compare_best_requested.emit(run, 2)  # nearest saved: step 2 itself
+    assert panel.view.highlight == 1 and panel.view.col_labels[1] == "step 2\n★ best"
+    window.show_run_grid(run)  # the plain Compare: nothing marked
+    assert panel.view.highlight is None

@@ -4,12 +4,14 @@
 `set_cell(row, col, pixmap)` fills one. Everything is painted scaled to fit the widget: cells
 keep the images' aspect, labels use the widget's font (elided when long; a column label may
 have two lines, e.g. "step 1500" / "final"), cells not done yet are dark frames.
+`set_highlight(col)` marks one column (a run's best step): its header in the highlight colour
+and a frame around its cells.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QPainter, QPalette, QPixmap
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QFrame, QSizePolicy
 
 GAP = 4
@@ -27,6 +29,7 @@ class GridView(QFrame):
         self.row_labels: list[str] = []
         self.col_labels: list[str] = []
         self.title = ""
+        self.highlight: int | None = None
         self._cells: list[list[QPixmap | None]] = []
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt's API
@@ -39,6 +42,11 @@ class GridView(QFrame):
     def set_grid(self, row_labels: list[str], col_labels: list[str], title: str = "") -> None:
         self.row_labels, self.col_labels, self.title = list(row_labels), list(col_labels), title
         self._cells = [[None] * len(col_labels) for _ in row_labels]
+        self.highlight = None
+        self.update()
+
+    def set_highlight(self, col: int | None) -> None:
+        self.highlight = col if col is not None and 0 <= col < len(self.col_labels) else None
         self.update()
 
     def set_cell(self, row: int, col: int, pixmap: QPixmap) -> None:
@@ -99,9 +107,10 @@ class GridView(QFrame):
                          Qt.AlignLeft | Qt.AlignTop,
                          metrics.elidedText(self.title, Qt.ElideRight, self.width() - 2 * MARGIN))
         top = MARGIN + self._title_height()
+        accent = self.palette().color(QPalette.Highlight)
         for c, label in enumerate(self.col_labels):
             rect = self.cell_rect(0, c)
-            painter.setPen(text)
+            painter.setPen(accent if c == self.highlight else text)
             lines = [metrics.elidedText(line, Qt.ElideRight, rect.width())
                      for line in label.splitlines()]
             painter.drawText(QRect(rect.left(), top, rect.width(), self._header_height()),
@@ -113,6 +122,12 @@ class GridView(QFrame):
                              Qt.AlignRight | Qt.AlignVCenter | Qt.TextWordWrap, label)
             for c in range(len(self.col_labels)):
                 self._paint_cell(painter, self.cell_rect(r, c), self._cells[r][c])
+        if self.highlight is not None and self.row_labels:
+            first = self.cell_rect(0, self.highlight)
+            last = self.cell_rect(len(self.row_labels) - 1, self.highlight)
+            painter.setPen(QPen(accent, 2))
+            painter.setBrush(Qt.NoBrush)
+            painter.drawRect(first.united(last).adjusted(-2, -2, 1, 1))
 
     def _paint_cell(self, painter: QPainter, rect: QRect, pixmap: QPixmap | None) -> None:
         if pixmap is None:

@@ -56,6 +56,7 @@ class StrengthGridPanel(QWidget):
         self.model = grid.model
         self._default_prompt = default_prompt
         self.listing: RunListing | None = None
+        self.best_step: int | None = None  # the run's best validation step, when known
         self._build()
         self.model.stack_changed.connect(self._sync_loras)
         grid.started.connect(self._on_started)
@@ -182,8 +183,22 @@ class StrengthGridPanel(QWidget):
                 self.run_summary.setText(self.listing.summary() + best
                                          + self._base_note(self.listing))
                 self._use_run_settings(self.listing)
+        self.best_step = best_step if self.listing is not None else None
+        self._show_layout()
         self._update_buttons()
         return self.listing
+
+    def _show_layout(self) -> None:
+        """The grid's empty cells, best step marked, before anything renders (a grid on screen
+        is left alone while it renders)."""
+        if self.grid.is_running or self.listing is None or not self.listing.states:
+            return
+        try:
+            plan = self.plan()
+        except StudioError:
+            return
+        self.view.set_grid(*plan.view_labels())
+        self.view.set_highlight(plan.best_column())
 
     def plan(self) -> GridPlan:
         """The grid the fields describe; StudioError (naming the field) when they cannot."""
@@ -199,7 +214,7 @@ class StrengthGridPanel(QWidget):
                                           sample.get("sampler", SAMPLER),
                                           sample.get("negative_prompt", "")),
                             listing=listing, strength=self.strength_spin.value(),
-                            prompts=prompts)
+                            prompts=prompts, best_step=self.best_step)
         rows = self._axis(self.rows_combo, self.rows_edit, "Rows")
         if rows is None:
             raise StudioError("Stack a LoRA first: the grid shows a stacked LoRA's strengths.")
@@ -274,6 +289,7 @@ class StrengthGridPanel(QWidget):
 
     def _on_started(self) -> None:
         self.view.set_grid(*self.grid.view_labels)
+        self.view.set_highlight(self.grid.highlight)
         self._update_buttons()
 
     def _on_finished(self, _terminal: ev.Event) -> None:
