@@ -101,6 +101,12 @@ def _run_train(args: argparse.Namespace) -> int:
     return run_train_command(args.config, args.overrides, args.resume, args.events_json)
 
 
+def _add_advise(sub: argparse._SubParsersAction) -> None:
+    from lora_studio.core.train.advise_cli import add_parser
+
+    add_parser(sub)
+
+
 # ---------------------------------------------------------------- inspect
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show what a LoRA file holds")
@@ -302,7 +308,7 @@ def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- main
 _COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect,
              _add_generate, _add_merge, _add_resize, _add_fuse, _add_grid, _add_convert,
-             _add_screenshot]
+             _add_screenshot, _add_advise]
 
 
 def build_parser() -> argparse.ArgumentParser:
