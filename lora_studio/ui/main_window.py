@@ -27,7 +27,7 @@ from lora_studio.ui.widgets.base_model_picker import BaseModelPicker
 from lora_studio.ui.widgets.drop_zone import dataset_folder_for, local_paths
 from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.status_bar import StudioStatusBar
-from lora_studio.ui.workers import JobRunner, device_probe
+from lora_studio.ui.workers import JobRunner, device_probe, prefetch_base_model
 
 TAB_NAMES = ("Dataset", "Train", "Mix", "Generate")
 FIRST_RUN_TOUR = (
@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
         self.settings = settings if settings is not None else studio_settings()
         self.runner = JobRunner(self)
         self._probe_device = probe_device
+        self._prefetching = False  # tokenizers of the base model loaded ahead (after showing)
 
         self.base_model = BaseModelChoice(self.settings, parent=self)
         self.session_model = SessionModel(self.runner, self.base_model.spec, parent=self)
@@ -128,6 +129,8 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self._start_device_probe)
 
     def _start_device_probe(self) -> None:
+        self._prefetching = True  # from now on, each base model chosen is prefetched
+        prefetch_base_model(self.base_model.spec)
         probe = device_probe()
         if probe.text is not None:
             self._on_device(probe.text)
@@ -144,6 +147,8 @@ class MainWindow(QMainWindow):
         self.status.show_job_event(self.runner.job_name or "job", event)
 
     def _on_base_model(self, spec) -> None:
+        if self._prefetching:
+            prefetch_base_model(spec)
         """Every tab follows the picked base model."""
         self.train_tab.set_base_model(spec, self.base_model.label)
         self.session_model.set_base_model(spec)

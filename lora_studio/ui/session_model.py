@@ -248,6 +248,9 @@ class SessionModel(QObject):
         spec = self._base_model
 
         def job(emit: ev.Emit, control) -> Any:
+            from lora_studio.core.warmup import import_engine
+
+            import_engine()  # waits for the app's warm-up rather than importing beside it
             session = self._session_for(spec)
             adapters, problems = apply_stack(session, stack)
             for message in problems.values():

@@ -8,7 +8,9 @@
 * `TaskPool` runs short, light background calls (a dataset scan, a thumbnail decode) in a private
   QThreadPool and hands each result to a callback in the GUI thread.
 * `device_probe()` describes the compute device once per process; torch is imported in a plain
-  background thread so the window never waits for it.
+  background thread so the window never waits for it, and the rest of the engine after it
+  (`core/warmup.py`), so the first run's set-up does not hold the window with imports;
+  `prefetch_base_model(spec)` loads the chosen base model's tokenizers the same way.
 
 No widget is touched from a worker thread: results cross as Python objects / QImage through
 queued signals and become QPixmap in the GUI thread.
@@ -26,7 +28,8 @@ from PySide6.QtCore import QObject, QThread, QThreadPool, Signal, Slot
 from lora_studio.core import events as ev
 from lora_studio.core.jobs import TERMINAL_EVENTS, Job, JobControl, failed_event, run_job
 
-__all__ = ["Job", "JobRunner", "TaskPool", "TERMINAL_EVENTS", "device_probe", "failed_event"]
+__all__ = ["Job", "JobRunner", "TaskPool", "TERMINAL_EVENTS", "device_probe", "failed_event",
+           "prefetch_base_model"]
 
 
 class _JobWorker(QObject):
@@ -238,6 +241,17 @@ class DeviceProbe(QObject):
         except Exception as exc:  # noqa: BLE001 - a broken torch install must not stop the app
             text = f"unknown ({type(exc).__name__})"
         self.ready.emit(text)
+        self._warm_up()
+
+    @staticmethod
+    def _warm_up() -> None:
+        """Import the engine now, before any job (see `core/warmup.py`)."""
+        from lora_studio.core.warmup import import_engine
+
+        try:
+            import_engine()
+        except Exception:  # noqa: BLE001 - the job that needs it reports a broken install
+            pass
 
     @Slot(str)
     def _remember(self, text: str) -> None:
@@ -245,6 +259,21 @@ class DeviceProbe(QObject):
 
 
 _probe: DeviceProbe | None = None
+
+
+def prefetch_base_model(spec: Any) -> None:
+    """Load the base model's tokenizers in a daemon thread (after the engine's warm-up), so
+    that a job's set-up does not build them while the window waits (`core/warmup.py`)."""
+
+    def prefetch() -> None:
+        from lora_studio.core.warmup import prefetch_model
+
+        try:
+            prefetch_model(spec)
+        except Exception:  # noqa: BLE001 - the job that loads the model reports any problem
+            pass
+
+    threading.Thread(target=prefetch, name="lora-studio-prefetch", daemon=True).start()
 
 
 def device_probe() -> DeviceProbe:

@@ -166,6 +166,8 @@ def weights_variant(folder: Path) -> str | None:
 def _load_folder(source: ModelSource, torch_dtype: Any):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    from lora_studio.core.models.tokenizers import pipeline_tokenizers
+
     if source.arch == "sdxl":
         cls, extra = StableDiffusionXLPipeline, {}
     else:
@@ -178,6 +180,7 @@ def _load_folder(source: ModelSource, torch_dtype: Any):
     if variant:
         extra["variant"] = variant
     try:
+        extra.update(pipeline_tokenizers(source.path))  # loaded once per process
         pipe = cls.from_pretrained(str(source.path), local_files_only=True, **extra)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise ModelLoadError(

@@ -125,6 +125,8 @@ def load_single_file_pipeline(
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
+    from lora_studio.core.models.tokenizers import pipeline_tokenizers
+
     path = Path(path)
     config_dir = Path(config_dir) if config_dir is not None else default_config_dir(arch)
     if not (config_dir / "model_index.json").is_file():
@@ -142,7 +144,8 @@ def load_single_file_pipeline(
         if state_dict is None:
             cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
             pipe = cls.from_single_file(str(path), config=str(config_dir), local_files_only=True,
-                                        torch_dtype=torch_dtype, scheduler=scheduler, **extra)
+                                        torch_dtype=torch_dtype, scheduler=scheduler,
+                                        **pipeline_tokenizers(config_dir), **extra)
         else:
             pipe = _pipeline_from_state_dict(state_dict, xl, config_dir, torch_dtype, scheduler,
                                              extra)
@@ -185,7 +188,9 @@ def _pipeline_from_state_dict(state_dict, xl, config_dir, torch_dtype, scheduler
         UNet2DConditionModel,
     )
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from lora_studio.core.models.tokenizers import load_tokenizer
 
     common = {"config": str(config_dir), "local_files_only": True, "torch_dtype": torch_dtype}
     parts: dict[str, Any] = {
@@ -193,12 +198,12 @@ def _pipeline_from_state_dict(state_dict, xl, config_dir, torch_dtype, scheduler
         "vae": AutoencoderKL.from_single_file(state_dict, subfolder="vae", **common),
         "text_encoder": create_diffusers_clip_model_from_ldm(
             CLIPTextModel, state_dict, subfolder="text_encoder", **common),
-        "tokenizer": CLIPTokenizer.from_pretrained(config_dir / "tokenizer"),
+        "tokenizer": load_tokenizer(config_dir / "tokenizer"),
         "scheduler": scheduler,
     }
     if xl:
         parts["text_encoder_2"] = create_diffusers_clip_model_from_ldm(
             CLIPTextModelWithProjection, state_dict, subfolder="text_encoder_2", **common)
-        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(config_dir / "tokenizer_2")
+        parts["tokenizer_2"] = load_tokenizer(config_dir / "tokenizer_2")
         return StableDiffusionXLPipeline(**parts)
     return StableDiffusionPipeline(**parts, **extra)
