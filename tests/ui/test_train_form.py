@@ -280,3 +280,28 @@ def test_the_base_model_choice_says_its_architecture(qtbot, tiny_model_dir, tiny
             assert choice.arch is None  # until it has been worked out
         assert choice.arch == arch, spec
     choice.shutdown()
+
+
+def test_the_advice_follows_the_dataset_and_base_and_apply_sets_the_form(qtbot, settings,
+                                                                        tmp_path):
+    """The advice panel under the form: the open dataset's images (with repeats) and the base
+    model's family; Apply makes its values the person's own settings."""
+    kohya = tmp_path / "kohya"
+    image_folder(kohya / "3_star", [(64, 64)] * 40)
+    tab = make_tab(qtbot, settings)
+    panel = tab.advice_panel
+    assert panel.advice is None  # no dataset yet
+    tab.set_report(check_dataset(kohya, min_size=8))
+    tab.set_base_model(SDXL, "sdxl", arch="sdxl")
+    tab.form.rank_spin.setValue(32)
+    panel.set_concept("subject")
+    advice = panel.advice
+    assert advice.images == 40 and advice.images_per_epoch == 120 and advice.arch == "sdxl"
+    assert "Rank 32 → 8" in panel.shown_text()
+    panel.apply_requested.emit(dict(advice.values))
+    cfg = tab.build_config()
+    assert (cfg.lora.rank, cfg.lora.alpha) == (advice.values["lora.rank"],
+                                              advice.values["lora.alpha"])
+    assert cfg.train.steps == advice.values["train.steps"]
+    assert "lora.rank" in tab.form.edited_keys  # kept when the base model changes
+    assert "→" not in panel.values_label.text()  # the settings now match the advice

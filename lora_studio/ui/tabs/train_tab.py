@@ -58,7 +58,7 @@ from lora_studio.core.dataset import DatasetReport
 from lora_studio.core.errors import ConfigError, StudioError
 from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
-from lora_studio.core.train.presets import read_preset, validate_settings
+from lora_studio.core.train.presets import TINY, read_preset, validate_settings
 from lora_studio.core.train.runs import resume_request
 from lora_studio.ui.base_model import normal_spec
 from lora_studio.ui.run_queue_model import QueueModel
@@ -67,6 +67,7 @@ from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.run_history import RunHistory
 from lora_studio.ui.widgets.run_queue_panel import RunQueuePanel
 from lora_studio.ui.widgets.plan_view import PLAN_KEYS, PlanView, dataset_summary, subset_tables
+from lora_studio.ui.widgets.train_advice import TrainAdvicePanel
 from lora_studio.ui.widgets.train_form import TrainForm
 from lora_studio.ui.widgets.train_run_view import RunControls, TrainRunView, format_eta
 from lora_studio.ui.workers import Job, JobRunner
@@ -84,6 +85,9 @@ def training_job(config: TrainConfig, checkpoint: Path | None = None) -> Job:
     `checkpoint` when one is given, as `lora-studio train CONFIG --resume CHECKPOINT` does)."""
 
     def job(emit: ev.Emit, control) -> ev.Event:
+        from lora_studio.core.warmup import import_engine
+
+        import_engine()  # waits for the app's warm-up rather than importing beside it
         from lora_studio.core.train.trainer import run_training_job
 
         return run_training_job(config, emit, control, resume_from=checkpoint)
@@ -135,6 +139,9 @@ class TrainTab(QWidget):
         holder_layout = QVBoxLayout(form_holder)
         holder_layout.setContentsMargins(0, 0, 6, 0)
         holder_layout.addWidget(self.form)
+        self.advice_panel = TrainAdvicePanel()  # rank and steps for this dataset, one click
+        self.advice_panel.apply_requested.connect(self.form.apply_values)
+        holder_layout.addWidget(self.advice_panel)
         holder_layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -398,6 +405,15 @@ class TrainTab(QWidget):
     def _on_setting_changed(self, key: str) -> None:
         if key in PLAN_KEYS:
             self._replan()
+        self._refresh_advice()
+
+    def _refresh_advice(self) -> None:
+        """The advice for the planned dataset, the base model's family and the settings."""
+        report = self.plan.report if self.plan is not None else self._report
+        arch = "sd1" if self.form.arch == TINY else self.form.arch
+        self.advice_panel.set_current(self.form.to_config(strict=False))
+        self.advice_panel.set_dataset(report.usable if report else 0, arch,
+                                      report.images_per_epoch if report else None)
 
     def _replan(self) -> None:
         """Show the buckets and epoch arithmetic of the open dataset with the form's settings
@@ -407,6 +423,7 @@ class TrainTab(QWidget):
 
     def _on_planned(self, plan) -> None:
         self.plan = plan
+        self._refresh_advice()
         self._show_planned_steps(plan.total_steps if plan else self.form.steps_spin.value())
 
     def _show_planned_steps(self, steps: int) -> None:

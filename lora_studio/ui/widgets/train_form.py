@@ -219,6 +219,18 @@ class TrainForm(QWidget):
             cfg.output.path = str(default_output_dir(cfg.output.name))
         return cfg
 
+    def apply_values(self, values: dict[str, Any]) -> None:
+        """Set several settings as the person's own choice (e.g. the advisor's Apply): each
+        shown field takes its value; a key the form does not show goes into the base config."""
+        for key, value in values.items():
+            editor = self.editors.get(key)
+            if editor is not None:
+                editor.set_value(value)
+            else:
+                set_value(self._base, key, value)
+                self._edited.add(key)
+                self.setting_changed.emit(key)
+
     def learning_rate(self) -> float:
         return self.editors["train.learning_rate"].value()
 
