@@ -107,6 +107,12 @@ def _add_advise(sub: argparse._SubParsersAction) -> None:
     add_parser(sub)
 
 
+def _add_memory(sub: argparse._SubParsersAction) -> None:
+    from lora_studio.core.train.memory_cli import add_parser
+
+    add_parser(sub)
+
+
 # ---------------------------------------------------------------- inspect
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show what a LoRA file holds")
@@ -308,7 +314,7 @@ def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- main
 _COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect,
              _add_generate, _add_merge, _add_resize, _add_fuse, _add_grid, _add_convert,
-             _add_screenshot, _add_advise]
+             _add_screenshot, _add_advise, _add_memory]
 
 
 def build_parser() -> argparse.ArgumentParser:
