@@ -42,3 +42,12 @@ def test_cache_entries_match_their_own_image_and_caption_through_shuffled_epochs
     # the captions really differ, so a mix-up would have been caught above
     assert not torch.allclose(data.text[0].hidden, data.text[1].hidden)
     assert {s.flip for s in samples} == {False, True}
+
+
+def test_latents_are_cached_a_megapixel_per_vae_call():
+    """One 1024 px image per VAE call, four at 512 px, at most eight small ones: the cache
+    pass never needs more memory than encoding one image at SDXL's resolution."""
+    from lora_studio.core.train.data import cache_batch_size
+
+    assert [cache_batch_size(s, s) for s in (1024, 768, 512, 256, 32)] == [1, 1, 4, 8, 8]
+    assert cache_batch_size(1216, 832) == 1 and cache_batch_size(640, 384) == 4

@@ -260,14 +260,16 @@ class TrainData(SampleMaker):
                               target=(fit.bucket[1], fit.bucket[0]))
 
     @torch.no_grad()
-    def cache_latents(self, vae, flips: tuple[bool, ...], batch_size: int = 8) -> None:
+    def cache_latents(self, vae, flips: tuple[bool, ...], batch_size: int | None = None) -> None:
         """Encode every image once per flip variant; afterwards training never runs the VAE.
-        Images are batched by bucket (a batch must hold one size)."""
+        Images are encoded by bucket (one size per VAE call), `cache_batch_size` of them at a
+        time unless `batch_size` says otherwise."""
         keys = sorted(((ex.index, flip) for ex in self.examples for flip in flips),
                       key=lambda key: (self.examples[key[0]].bucket, key))
-        for start in range(0, len(keys), batch_size):
-            chunk = keys[start:start + batch_size]
-            for group in _same_bucket_runs(chunk, self.examples):
+        for run in _same_bucket_runs(keys, self.examples):
+            size = batch_size or cache_batch_size(*self.examples[run[0][0]].bucket)
+            for start in range(0, len(run), size):
+                group = run[start:start + size]
                 pixels = torch.stack([self.pixels(i, f) for i, f in group])
                 mean, std = latent_distribution(vae, pixels)
                 for k, key in enumerate(group):
@@ -290,6 +292,17 @@ class TrainData(SampleMaker):
                 kept = encode([without_trigger(c, trigger) for c in captions])
                 for k, ex in enumerate(chunk):
                     self.kept_text[ex.index] = kept.row(k)
+
+
+CACHE_PIXELS = 1024 * 1024  # pixels per VAE call while caching latents
+MAX_CACHE_BATCH = 8
+
+
+def cache_batch_size(width: int, height: int) -> int:
+    """Images of one bucket encoded per VAE call while caching: at most `CACHE_PIXELS` pixels
+    (one 1024 px SDXL image, four at 512 px), so the cache pass never needs more memory than
+    encoding one image at the training resolution (eight SDXL images at once took ~20 GiB)."""
+    return max(1, min(MAX_CACHE_BATCH, CACHE_PIXELS // max(1, width * height)))
 
 
 def _same_bucket_runs(keys: list[tuple[int, bool]], examples: Sequence[Example]):
