@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lora_studio.core.errors import StudioError
 
@@ -29,6 +30,7 @@ class RunSoFar:
 
     total_steps: int = 0
     arch: str | None = None  # the base model's architecture, once loaded
+    model: Any = None  # its ModelSource (the estimate counts its own configs)
     step: Callable[[], int] | None = None  # the last finished step (None: not training yet)
     save: Callable[[], Path | None] | None = None  # writes the LoRA of that step
 
@@ -71,7 +73,7 @@ def out_of_memory_error(cfg, arch: str | None, so_far: RunSoFar, saved: Path | N
         kept = f" The LoRA trained so far could not be saved: {save_problem}"
     else:
         kept = " No step had finished, so no LoRA was saved."
-    advice = lower_memory_advice(cfg, arch or "sd1")
+    advice = lower_memory_advice(cfg, arch or "sd1", model=so_far.model)
     steps = " ".join(f"{n}. {line}" for n, line in enumerate(advice, 1))
     return StudioError(f"The GPU ran out of memory {where}.{kept}",
                        f"Lower the memory this run needs, then start again: {steps}"

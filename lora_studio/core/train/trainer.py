@@ -193,7 +193,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                              config_dir=cfg.model.config_dir or None)
     source = family.source
     if so_far is not None:
-        so_far.arch = source.arch
+        so_far.arch, so_far.model = source.arch, source
     for network in (*family.networks().values(), family.vae):
         network.requires_grad_(False)
     for network in family.networks().values():
