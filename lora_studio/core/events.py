@@ -80,6 +80,9 @@ class Preview:
     prompt: str
     image: Any  # PIL.Image.Image
     index: int = 0
+    # what `train.preview_check` found, checked where the image was made: "" it looks like a
+    # picture, else ALL_BLACK / ALL_WHITE / FLAT; None: not checked yet
+    problem: str | None = None
 
 
 @dataclass

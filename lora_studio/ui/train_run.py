@@ -271,9 +271,10 @@ class TrainRun(QObject):
     def _on_preview(self, event: ev.Preview) -> None:
         image = event.image
         is_pil = hasattr(image, "convert") and isinstance(getattr(image, "size", None), tuple)
+        problem = event.problem if event.problem is not None else \
+            preview_problem(image) if is_pil else None  # checked by the job, or here
         record = RunPreview(event.step, event.prompt, event.index,
-                            image.size if is_pil else (0, 0),
-                            preview_problem(image) if is_pil else None)
+                            image.size if is_pil else (0, 0), problem or None)
         self.previews.append(record)
         if self.sample_pending:
             self.sample_pending = False

@@ -13,7 +13,8 @@
   `prefetch_base_model(spec)` loads the chosen base model's tokenizers the same way.
 
 No widget is touched from a worker thread: results cross as Python objects / QImage through
-queued signals and become QPixmap in the GUI thread.
+queued signals and become QPixmap in the GUI thread; a job's pictures are converted to QImage
+in its own thread (`qimages.prepare`) before they cross.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PySide6.QtCore import QObject, QThread, QThreadPool, Signal, Slot
 
 from lora_studio.core import events as ev
 from lora_studio.core.jobs import TERMINAL_EVENTS, Job, JobControl, failed_event, run_job
+from lora_studio.ui.qimages import prepare
 
 __all__ = ["Job", "JobRunner", "TaskPool", "TERMINAL_EVENTS", "device_probe", "failed_event",
            "prefetch_base_model"]
@@ -46,8 +48,12 @@ class _JobWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        outcome = run_job(self._job, self.event.emit, self._control)
+        outcome = run_job(self._job, self._emit, self._control)
         self.done.emit(outcome.terminal)
+
+    def _emit(self, event: ev.Event) -> None:
+        prepare(event)  # its picture becomes a QImage here, not in the GUI thread
+        self.event.emit(event)
 
 
 class JobRunner(QObject):
@@ -245,13 +251,20 @@ class DeviceProbe(QObject):
 
     @staticmethod
     def _warm_up() -> None:
-        """Import the engine now, before any job (see `core/warmup.py`)."""
+        """Import the engine now, before any job (see `core/warmup.py`), and keep the
+        libraries' chatter (load reports, progress bars) off the terminal as the CLI does
+        (LORA_STUDIO_DEBUG=1 keeps it)."""
+        import os
+
+        from lora_studio.core.quiet import quiet_libraries
         from lora_studio.core.warmup import import_engine
 
         try:
             import_engine()
         except Exception:  # noqa: BLE001 - the job that needs it reports a broken install
-            pass
+            return
+        if not os.environ.get("LORA_STUDIO_DEBUG"):
+            quiet_libraries()
 
     @Slot(str)
     def _remember(self, text: str) -> None:

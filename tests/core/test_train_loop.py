@@ -281,6 +281,7 @@ def test_a_preview_is_lora_studio_generate_with_that_steps_file_pixel_for_pixel(
     assert isinstance(rec.terminal, ev.Finished)
     previews = {p.step: p for p in rec.of(ev.Preview)}
     assert sorted(previews) == [2, 4]
+    assert all(p.problem == "" for p in previews.values())  # checked where they were made
     assert not (tmp_path / "out" / ".preview").exists()
     files = {2: tmp_path / "out" / "t-step2.safetensors", 4: cfg.lora_path}
     for step, lora in files.items():

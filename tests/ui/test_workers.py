@@ -153,3 +153,37 @@ def test_stop_cancels_and_returns_once_the_thread_is_gone(runner, qtbot):
     assert not runner.is_running and runner.job_name == ""
     assert len(finished) == 1 and isinstance(finished[0], ev.Cancelled)
     assert runner.stop() is True  # nothing running: nothing to do
+
+
+def test_a_jobs_pictures_become_qimages_in_the_job_thread(runner, qtbot):
+    """The GUI thread only wraps a ready QImage in a QPixmap: the conversion happened in the
+    worker (the converted image is waiting when the event arrives), pixel for pixel."""
+    import numpy as np
+    from PIL import Image
+
+    from lora_studio.ui import qimages
+
+    picture = Image.fromarray(np.arange(48 * 32 * 3, dtype=np.uint8).reshape(32, 48, 3))
+
+    def job(emit, control):
+        emit(ev.Preview(step=1, prompt="p", image=picture.copy()))
+        return ev.Finished(message="done")
+
+    arrived = []
+    runner.event.connect(lambda event: arrived.append(
+        (event, qimages.waiting()) if isinstance(event, ev.Preview) else None))
+    with qtbot.waitSignal(runner.finished, timeout=5000):
+        runner.start(job, "pictures")
+    (event, waiting), = [a for a in arrived if a]
+    assert waiting >= 1
+    pixmap = qimages.to_pixmap(event.image)
+    shown = pixmap.toImage().convertToFormat(pixmap.toImage().Format.Format_RGB888)
+    rows = [bytes(shown.constScanLine(y))[:48 * 3] for y in range(32)]
+    assert b"".join(rows) == np.asarray(picture).tobytes()
+    assert qimages.waiting() == waiting - 1  # taken, not converted again
+    key = id(event.image)
+    del arrived[:], event
+    import gc
+
+    gc.collect()
+    assert key not in qimages._ready  # a freed picture's conversion is dropped

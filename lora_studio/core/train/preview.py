@@ -40,6 +40,7 @@ def render_previews(cfg: TrainConfig, step: int, family, lora_path: Path, *,
     from lora_studio.core.generate.pnginfo import PARAMETERS_KEY, save_png_with_parameters
     from lora_studio.core.generate.samplers import make_scheduler
     from lora_studio.core.generate.session import GenerationRequest, GenerationSession
+    from lora_studio.core.train.preview_check import preview_problem
     from lora_studio.core.train.sample_prompts import sample_prompts
 
     prompts = sample_prompts(cfg)
@@ -60,7 +61,8 @@ def render_previews(cfg: TrainConfig, step: int, family, lora_path: Path, *,
             image.info[PARAMETERS_KEY] = result.parameters
             save_png_with_parameters(image, samples_dir / f"step-{step:06d}-{index}.png",
                                      result.parameters)
-            yield ev.Preview(step=step, prompt=sp.prompt, image=image, index=index)
+            yield ev.Preview(step=step, prompt=sp.prompt, image=image, index=index,
+                             problem=preview_problem(image) or "")
 
 
 @contextlib.contextmanager

@@ -35,7 +35,6 @@ class LossPlot(pg.PlotWidget):
         self.setObjectName("LossPlot")
         self.setMinimumHeight(76)  # the Run panel (with its status line) fits 800x600
         item = self.getPlotItem()
-        item.showGrid(x=True, y=True, alpha=0.15)
         item.setLabel("bottom", "step")
         item.setLabel("left", "loss")
         item.setMenuEnabled(False)

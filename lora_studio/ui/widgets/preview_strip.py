@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from lora_studio.core.train.preview_check import PROBLEM_HINTS
+from lora_studio.ui.qimages import to_pixmap  # noqa: F401 (also imported from here)
 
 TILE = 128
 FLAGGED_FRAME = "QLabel#PreviewLabel { border: 2px solid #e5533d; }"
@@ -35,17 +36,6 @@ class PreviewEntry:
     index: int
     pixmap: QPixmap  # full size
     problem: str | None = None  # why the preview looks broken (None: it looks like a picture)
-
-
-def to_pixmap(image: Any) -> QPixmap:
-    """A QPixmap from a PIL image, QImage or QPixmap (call in the GUI thread)."""
-    if isinstance(image, QPixmap):
-        return image
-    if isinstance(image, QImage):
-        return QPixmap.fromImage(image)
-    from PIL.ImageQt import ImageQt
-
-    return QPixmap.fromImage(ImageQt(image.convert("RGBA")))  # fromImage copies the pixels
 
 
 class PreviewTile(QFrame):
