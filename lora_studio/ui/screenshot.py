@@ -118,6 +118,7 @@ def _offscreen_window(size: tuple[int, int]):
         try:
             yield app, window, Path(tmp)
         finally:
+            window.runner.stop()  # a job left running (a slow machine) must not ask to quit
             window.close()
             window.deleteLater()
             if home_before is None:
