@@ -8,6 +8,8 @@ geometry, the last folder and the current tab are kept in QSettings.
 
 from __future__ import annotations
 
+import re
+
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
@@ -141,6 +143,8 @@ class MainWindow(QMainWindow):
     def _on_device(self, text: str) -> None:
         self.status.set_device(text)
         self.train_tab.form.set_cuda(text.startswith("CUDA"))
+        found = re.search(r"(\d+(?:\.\d+)?) GB", text) if text.startswith("CUDA") else None
+        self.train_tab.memory_view.set_vram_gb(float(found.group(1)) if found else None)
 
     # ------------------------------------------------------------------ jobs
     def _on_job_event(self, event: ev.Event) -> None:
@@ -249,6 +253,7 @@ class MainWindow(QMainWindow):
         """Stop the background work (live preview, thumbnails, LoRA inspection, exports) and
         wait for a job still running, so no thread outlives the window."""
         self.mix_tab.shutdown()
+        self.train_tab.memory.shutdown()
         self.runner.stop()
         self.dataset_tab.shutdown()
         self.library.shutdown()

@@ -305,3 +305,27 @@ def test_the_advice_follows_the_dataset_and_base_and_apply_sets_the_form(qtbot, 
     assert cfg.train.steps == advice.values["train.steps"]
     assert "lora.rank" in tab.form.edited_keys  # kept when the base model changes
     assert "→" not in panel.values_label.text()  # the settings now match the advice
+
+
+def test_the_memory_estimate_above_start_follows_the_settings(qtbot, settings, tmp_path):
+    """Estimated off the GUI thread for the planned buckets and the base model's family; a
+    setting that lowers memory lowers it; above the GPU's memory it turns red."""
+    from lora_studio.core.train.memory import estimate_memory
+
+    folder = image_folder(tmp_path / "data", [(64, 64)] * 3)
+    tab = make_tab(qtbot, settings)
+    tab.set_base_model(SDXL, "sdxl", arch="sdxl")
+    tab.set_report(check_dataset(folder, min_size=8))
+    tab.form.apply_values({"train.gradient_checkpointing": False})
+    assert tab.memory.wait()
+    shown = tab.memory_view.estimate
+    assert shown is not None and shown.arch == "sdxl" and tab.memory_view.isVisibleTo(tab)
+    assert tab.memory_view.text().startswith("Estimated GPU memory")
+    expected = estimate_memory(tab.form.to_config(strict=False), "sdxl",
+                               [fit.bucket for fit in tab.plan.fits])
+    assert shown.total == expected.total
+    tab.form.apply_values({"train.gradient_checkpointing": True})
+    assert tab.memory.wait()
+    assert tab.memory_view.estimate.total < shown.total
+    tab.memory_view.set_vram_gb(4)
+    assert tab.memory_view.level == "over" and "more than this GPU" in tab.memory_view.text()

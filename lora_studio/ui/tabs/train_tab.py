@@ -67,6 +67,8 @@ from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.run_history import RunHistory
 from lora_studio.ui.widgets.run_queue_panel import RunQueuePanel
 from lora_studio.ui.widgets.plan_view import PLAN_KEYS, PlanView, dataset_summary, subset_tables
+from lora_studio.ui.memory_model import MemoryEstimateModel
+from lora_studio.ui.widgets.memory_estimate import MemoryEstimateView
 from lora_studio.ui.widgets.train_advice import TrainAdvicePanel
 from lora_studio.ui.widgets.train_form import TrainForm
 from lora_studio.ui.widgets.train_run_view import RunControls, TrainRunView, format_eta
@@ -157,6 +159,9 @@ class TrainTab(QWidget):
         self.plan_view = PlanView()
         self.plan_view.planned.connect(self._on_planned)
         left_layout.addWidget(self.plan_view)
+        self.memory_view = MemoryEstimateView()  # the run's peak GPU memory, estimated
+        self.memory = MemoryEstimateModel(self.memory_view, self)
+        left_layout.addWidget(self.memory_view)
         left_layout.addLayout(self._build_buttons())
 
         splitter = QSplitter(Qt.Horizontal)
@@ -408,12 +413,15 @@ class TrainTab(QWidget):
         self._refresh_advice()
 
     def _refresh_advice(self) -> None:
-        """The advice for the planned dataset, the base model's family and the settings."""
+        """The advice and the memory estimate for the planned dataset, the base model's family
+        and the settings."""
         report = self.plan.report if self.plan is not None else self._report
         arch = "sd1" if self.form.arch == TINY else self.form.arch
         self.advice_panel.set_current(self.form.to_config(strict=False))
         self.advice_panel.set_dataset(report.usable if report else 0, arch,
                                       report.images_per_epoch if report else None)
+        buckets = [fit.bucket for fit in self.plan.fits] if self.plan is not None else None
+        self.memory.request(self.form.to_config(strict=False), arch, buckets)
 
     def _replan(self) -> None:
         """Show the buckets and epoch arithmetic of the open dataset with the form's settings
