@@ -12,16 +12,7 @@ import warnings
 
 
 def quiet_libraries() -> None:
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # diffusers' "No LoRA keys associated to CLIPTextModel" note goes through peft/diffusers
-    # loggers; our loader reports matched / unmatched modules itself.
-    for name in ("diffusers", "transformers", "peft", "accelerate", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*torchvision.*")
-    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+    quiet_environment()
     try:
         from diffusers.utils import logging as dlog
         from transformers.utils import logging as tlog
@@ -32,3 +23,18 @@ def quiet_libraries() -> None:
         tlog.disable_progress_bar()
     except ImportError:  # only cosmetics; never stop a command for them
         pass
+
+
+def quiet_environment() -> None:
+    """The part that imports nothing (the app calls it in the GUI thread at start): variables
+    the libraries read when imported, logger levels and warning filters."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # diffusers' "No LoRA keys associated to CLIPTextModel" note goes through peft/diffusers
+    # loggers; our loader reports matched / unmatched modules itself.
+    for name in ("diffusers", "transformers", "peft", "accelerate", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")

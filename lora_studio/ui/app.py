@@ -59,6 +59,12 @@ def create_application(argv: Sequence[str] | None = None) -> QApplication:
 
 def run_app(argv: Sequence[str] | None = None) -> int:
     """Open the studio window and run until it closes; returns the exit code."""
+    import os
+
+    from lora_studio.core.quiet import quiet_environment
+
+    if not os.environ.get("LORA_STUDIO_DEBUG"):
+        quiet_environment()  # the libraries' load reports stay off the terminal
     app = create_application(argv)
     from lora_studio.ui.main_window import MainWindow
 
