@@ -39,12 +39,9 @@ from pathlib import Path
 from collections.abc import Callable
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
-    QFileDialog,
     QFrame,
     QHBoxLayout,
-    QMenu,
     QPushButton,
     QScrollArea,
     QSplitter,
@@ -56,7 +53,6 @@ from PySide6.QtWidgets import (
 from lora_studio.core import events as ev
 from lora_studio.core.dataset import DatasetReport
 from lora_studio.core.errors import ConfigError, StudioError
-from lora_studio.core.paths import user_data_dir
 from lora_studio.core.train.config import TrainConfig, config_from_dict, save_config
 from lora_studio.core.train.presets import TINY, read_preset, validate_settings
 from lora_studio.core.train.runs import resume_request
@@ -66,6 +62,7 @@ from lora_studio.ui.train_run import JOB_NAME, TrainRun
 from lora_studio.ui.widgets.error_dialog import show_error
 from lora_studio.ui.widgets.run_history import RunHistory
 from lora_studio.ui.widgets.run_queue_panel import RunQueuePanel
+from lora_studio.ui.widgets.presets_button import PresetsButton
 from lora_studio.ui.widgets.plan_view import PLAN_KEYS, PlanView, dataset_summary, subset_tables
 from lora_studio.ui.memory_model import MemoryEstimateModel
 from lora_studio.ui.widgets.memory_estimate import MemoryEstimateView
@@ -208,21 +205,11 @@ class TrainTab(QWidget):
 
     def _build_buttons(self) -> QVBoxLayout:
         """The run's controls; Presets (load / save) and Start."""
-        self.load_preset_action = QAction("Load preset…", self)
-        self.load_preset_action.setToolTip("Load settings from a TOML preset or a config saved "
-                                           "beside a trained LoRA.")
-        self.load_preset_action.triggered.connect(self._load_preset_dialog)
-        self.save_preset_action = QAction("Save preset…", self)
-        self.save_preset_action.setToolTip("Save these settings as a TOML preset (it also runs "
-                                           "from the command line: lora-studio train FILE).")
-        self.save_preset_action.triggered.connect(self._save_preset_dialog)
-        presets_menu = QMenu(self)
-        presets_menu.setToolTipsVisible(True)
-        presets_menu.addAction(self.load_preset_action)
-        presets_menu.addAction(self.save_preset_action)
-        self.presets_button = QPushButton("Presets")
-        self.presets_button.setToolTip("Load or save these settings as a TOML preset.")
-        self.presets_button.setMenu(presets_menu)
+        self.presets_button = PresetsButton(
+            self.load_preset, self.save_preset, lambda: self.form.name_edit.text().strip(),
+            lambda text: self.run_view.log(text), self._show_config_error)
+        self.load_preset_action = self.presets_button.load_action
+        self.save_preset_action = self.presets_button.save_action
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("PrimaryButton")
         self.start_button.clicked.connect(self.start_training)
@@ -444,36 +431,3 @@ class TrainTab(QWidget):
                                                      or self._report.usable > 0)
         self.start_button.setEnabled(self.run.can_start and has_data)
         self.load_preset_action.setEnabled(not self.run.is_active)
-
-    def _load_preset_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load a training preset",
-                                              str(_presets_dir()), "Presets (*.toml)")
-        if not path:
-            return
-        try:
-            self.load_preset(path)
-        except ConfigError as exc:
-            self._show_config_error(exc, "Cannot load the preset")
-        else:
-            self.run_view.log(f"Loaded preset {path}")
-
-    def _save_preset_dialog(self) -> None:
-        folder = _presets_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        name = self.form.name_edit.text().strip() or "preset"
-        path, _ = QFileDialog.getSaveFileName(self, "Save the settings as a preset",
-                                              str(folder / f"{name}.toml"), "Presets (*.toml)")
-        if not path:
-            return
-        if not path.endswith(".toml"):
-            path += ".toml"
-        try:
-            self.save_preset(path)
-        except ConfigError as exc:
-            self._show_config_error(exc, "Cannot save the preset")
-        else:
-            self.run_view.log(f"Saved preset {path}")
-
-
-def _presets_dir() -> Path:
-    return user_data_dir() / "presets"
