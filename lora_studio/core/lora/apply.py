@@ -8,6 +8,7 @@ another architecture, or one that fits nothing, is refused before the pipeline i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -44,12 +45,25 @@ def pipeline_arch(pipe) -> str:
     return "sd2" if act == "gelu" else "sd1"  # OpenCLIP (SD 2) uses gelu, CLIP-L quick_gelu
 
 
-def _find_module(pipe, name: str) -> tuple[torch.nn.Module | None, str]:
+def _module_index(pipe) -> Callable[[str], dict[str, torch.nn.Module] | None]:
+    """component -> its modules by name, walked once per load (a LoRA has hundreds of modules;
+    walking an SDXL UNet for each took seconds of the GIL)."""
+    walked: dict[str, dict[str, torch.nn.Module] | None] = {}
+
+    def modules_of(component: str) -> dict[str, torch.nn.Module] | None:
+        if component not in walked:
+            model = getattr(pipe, component, None)
+            walked[component] = None if model is None else dict(model.named_modules())
+        return walked[component]
+
+    return modules_of
+
+
+def _find_module(modules_of, name: str) -> tuple[torch.nn.Module | None, str]:
     component, path = model_path(name)
-    model = getattr(pipe, component, None)
-    if model is None:
+    modules = modules_of(component)
+    if modules is None:
         return None, path
-    modules = dict(model.named_modules())
     for candidate in (path, "text_model." + path, path.removeprefix("text_model.")):
         if candidate in modules:
             module = modules[candidate]
@@ -109,8 +123,9 @@ def load_lora_into_pipeline(pipe, path_or_lorafile: str | os.PathLike[str] | Lor
     paths: dict[str, str] = {}
     unmatched: list[str] = []
     misfits: list[str] = []
+    modules_of = _module_index(pipe)
     for name, module in lora.modules.items():
-        layer, path = _find_module(pipe, name)
+        layer, path = _find_module(modules_of, name)
         if layer is None:
             unmatched.append(name)
             continue
