@@ -67,7 +67,7 @@ def one_run(app, base: Path, out: Path, steps: int, every: int, why: float | Non
 
         def rearm() -> None:
             faulthandler.cancel_dump_traceback_later()
-            faulthandler.dump_traceback_later(why / 1000, file=dump)
+            faulthandler.dump_traceback_later(why / 1000, repeat=True, file=dump)
 
         probe.timeout.connect(rearm)
     runner.event.connect(lambda event: marks.append((time.perf_counter(),
