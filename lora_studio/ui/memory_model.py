@@ -5,8 +5,8 @@ of every image) asks for a new estimate; requests are coalesced for `DEBOUNCE_MS
 estimated in a background pool (`core.train.memory` builds meta-device networks and imports
 torch: never in the GUI thread). Only the newest request's answer is shown; one that fails
 (say, a config that does not validate yet) clears the line rather than showing a stale figure.
-No estimate starts before the app's engine warm-up has imported torch (`core/warmup.py`): the
-line appears once it has.
+No estimate starts before the app's engine warm-up has imported torch (`core/warmup.py`), nor
+while the tab is hidden (the newest request waits for `flush`, called when the tab shows).
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class MemoryEstimateModel(QObject):
 
         if self._pending is None:
             return
+        owner = self.parent()
+        if owner is not None and not owner.isVisible():
+            return  # kept until the tab shows (`flush`): no work for a screen nobody sees
         if not engine_imported():  # the app's warm-up is still importing: ask again soon
             self._timer.start(WAIT_FOR_ENGINE_MS)
             return
@@ -76,6 +79,11 @@ class MemoryEstimateModel(QObject):
     def _failed(self, number: int) -> None:
         if number == self._latest:
             self.view.clear()
+
+    def flush(self) -> None:
+        """Estimate a request kept while the tab was hidden (the tab calls it when shown)."""
+        if self._pending is not None and not self._timer.isActive():
+            self._timer.start(DEBOUNCE_MS)
 
     def wait(self, timeout_ms: int = 30_000) -> bool:
         """Until the estimate asked for last is shown (for tests and screenshots)."""

@@ -173,9 +173,13 @@ class TaskPool(QObject):
             try:
                 value = fn()
             except Exception as exc:  # noqa: BLE001 - handed to on_error in the GUI thread
-                done.emit(task_id, None, exc)
+                value, error = None, exc
             else:
-                done.emit(task_id, value, None)
+                error = None
+            try:
+                done.emit(task_id, value, error)
+            except RuntimeError:  # the pool's owner was deleted meanwhile: nobody to tell
+                pass
 
         self._pool.start(run)
         return task_id

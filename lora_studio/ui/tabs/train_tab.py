@@ -130,6 +130,10 @@ class TrainTab(QWidget):
     trained_lora = property(lambda self: self.run.trained_lora,
                             doc="The LoRA file the last finished run saved.")
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's API
+        super().showEvent(event)
+        self.memory.flush()  # an estimate asked for while the tab was hidden
+
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         self.form = TrainForm()
