@@ -225,3 +225,25 @@ def test_sdxl_vae_stays_fp32_in_fp16_runs_unless_it_is_the_fp16_fix(tiny_models)
     assert family_class("sd2-v") is family_class("sd1")  # one family for SD 1.x / 2.x
     with pytest.raises(Exception, match="cannot train LoRAs for 'flux'"):
         family_class("flux")
+
+
+def test_an_sdxl_preview_is_lora_studio_generate_with_the_saved_file(tiny_models, photos,
+                                                                     tmp_path):
+    """The SDXL family's previews render through Generate's code too: the same pixels and PNG
+    info as `lora-studio generate` with the saved file, seed and settings."""
+    from lora_studio.cli import main
+
+    model = tiny_models["sdxl"]
+    cfg = config(model.folder, photos, tmp_path / "o", output={"save_precision": "fp16"},
+                 train={"steps": 2, "learning_rate": 2e-2},
+                 sample={"every": 2, "prompts": ["zqstar, red --n blurry --d 7 --s 3 --l 5"]})
+    events = run(cfg)
+    assert isinstance(events[-1], ev.Finished), events[-1]
+    preview = [e for e in events if isinstance(e, ev.Preview)][-1]
+    out = tmp_path / "generated"
+    assert main(["generate", "--model", str(model.folder), "--lora", str(cfg.lora_path),
+                 "--prompt", "zqstar, red", "--negative", "blurry", "--seed", "7", "--steps",
+                 "3", "--cfg", "5", "--width", "64", "--height", "64", "--out", str(out)]) == 0
+    generated = Image.open(next(out.glob("*.png")))
+    assert np.array_equal(np.asarray(preview.image), np.asarray(generated.convert("RGB")))
+    assert preview.image.info["parameters"] == generated.info["parameters"]
