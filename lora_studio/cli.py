@@ -342,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         quiet_libraries()
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) is found here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except StudioError as exc:
         print(f"error: {exc.user_message()}", file=sys.stderr)
         return 2
@@ -357,6 +361,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "Run again with --debug for the full traceback, and please report it.",
                   file=sys.stderr)
         return 1
+
+
+def _reader_gone() -> int:
+    """Whoever read our output closed it (`lora-studio dataset check DIR | head`): stop
+    quietly, as a Unix tool killed by SIGPIPE would (status 141), with nothing left to flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 def _open_app() -> int:

@@ -74,3 +74,23 @@ def test_missing_folder_is_an_error_message_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`lora-studio dataset check DIR | head`: the reader went away before the report was
+    written; the command ends with 141 (as SIGPIPE would) and says nothing, no traceback."""
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 64), (i * 60, 90, 120)).save(folder / f"img_{i}.png")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "lora_studio", "dataset", "check",
+                               str(folder)], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=300,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        os.close(write_end)
+    assert done.returncode in (0, 141)
+    assert done.stderr == ""
