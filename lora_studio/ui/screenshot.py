@@ -153,6 +153,8 @@ def take_screenshots(out_dir: str | os.PathLike[str], dataset_dir: str | os.Path
         paths = []
         for index in range(window.tabs.count()):
             window.tabs.setCurrentIndex(index)
+            if window.tabs.currentWidget() is window.train_tab:
+                window.train_tab.memory.wait()  # the estimate above Start, once it is shown
             _wait_until(app, lambda: False, 0.2)  # let layouts settle and paint
             path = out / f"{window.tabs.tabText(index).lower()}.png"
             window.grab().save(str(path))
