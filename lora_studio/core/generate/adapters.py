@@ -68,7 +68,8 @@ def delete_adapter(pipe: Any, name: str) -> None:
         pipe.delete_adapters([name])
 
 
-def _lora_layers(model: Any):
+def lora_layers(model: Any):
+    """(module name, peft LoRA layer) of every LoRA-wrapped layer in `model`."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     for name, module in model.named_modules():
@@ -86,7 +87,7 @@ def _dict_form_fits(unet: Any, layout: UNetLayout) -> bool:
     if not layout.mid_attention:
         return False
     return all(_in_transformer_block(name) or len(name.split(".")) >= 4
-               for name, _ in _lora_layers(unet))
+               for name, _ in lora_layers(unet))
 
 
 def _adapter_parts(pipe: Any) -> dict[str, list[str]]:
@@ -100,7 +101,7 @@ def _adapter_parts(pipe: Any) -> dict[str, list[str]]:
 
 def _scale_unet_modules(unet: Any, adapter: str, strength: float, bw: BlockWeights,
                         layout: UNetLayout, skip_blocks: bool) -> None:
-    for name, module in _lora_layers(unet):
+    for name, module in lora_layers(unet):
         if adapter not in getattr(module, "scaling", {}):
             continue
         if skip_blocks and _in_transformer_block(name):
@@ -167,7 +168,7 @@ class AdapterScales:
             for part in self.pipe.get_list_adapters():
                 if part != "unet" and not part.startswith("text_encoder"):
                     return None
-                for module_name, layer in _lora_layers(getattr(self.pipe, part)):
+                for module_name, layer in lora_layers(getattr(self.pipe, part)):
                     for adapter in getattr(layer, "scaling", {}):
                         layers.setdefault(adapter, []).append((part, module_name, layer))
             self._layout = UNetLayout.of(self.pipe.unet)

@@ -29,8 +29,7 @@ class RunSoFar:
     """Where a run is, kept current by the trainer for whoever ends it early."""
 
     total_steps: int = 0
-    arch: str | None = None  # the base model's architecture, once loaded
-    model: Any = None  # its ModelSource (the estimate counts its own configs)
+    model: Any = None  # the base model's ModelSource, once loaded (the estimate reads it)
     step: Callable[[], int] | None = None  # the last finished step (None: not training yet)
     save: Callable[[], Path | None] | None = None  # writes the LoRA of that step
 
@@ -55,7 +54,7 @@ def release(exc: BaseException) -> None:
         torch.cuda.empty_cache()
 
 
-def out_of_memory_error(cfg, arch: str | None, so_far: RunSoFar, saved: Path | None,
+def out_of_memory_error(cfg, so_far: RunSoFar, saved: Path | None,
                         save_problem: str = "") -> StudioError:
     """The message a run that ran out of GPU memory ends with."""
     from lora_studio.core.train.memory import lower_memory_advice
@@ -73,7 +72,8 @@ def out_of_memory_error(cfg, arch: str | None, so_far: RunSoFar, saved: Path | N
         kept = f" The LoRA trained so far could not be saved: {save_problem}"
     else:
         kept = " No step had finished, so no LoRA was saved."
-    advice = lower_memory_advice(cfg, arch or "sd1", model=so_far.model)
+    arch = so_far.model.arch if so_far.model is not None else "sd1"
+    advice = lower_memory_advice(cfg, arch, model=so_far.model)
     steps = " ".join(f"{n}. {line}" for n, line in enumerate(advice, 1))
     return StudioError(f"The GPU ran out of memory {where}.{kept}",
                        f"Lower the memory this run needs, then start again: {steps}"

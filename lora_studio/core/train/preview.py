@@ -70,7 +70,10 @@ def _file_adapter(session, lora_path: Path, networks: list[Any]):
     """`lora_path` loaded into the session as the only active adapter; afterwards it is deleted
     and each LoRA layer's own active adapters (the training one) are switched back on, which
     also makes them trainable again (peft's `set_adapter`)."""
-    active = [(layer, list(layer.active_adapters)) for layer in _lora_layers(networks)]
+    from lora_studio.core.generate.adapters import lora_layers
+
+    active = [(layer, list(layer.active_adapters))
+              for network in networks for _, layer in lora_layers(network)]
     report = session.add_lora(lora_path, 1.0)
     try:
         yield
@@ -81,11 +84,3 @@ def _file_adapter(session, lora_path: Path, networks: list[Any]):
         for layer, names in active:
             layer.set_adapter(names)
 
-
-def _lora_layers(networks: list[Any]) -> Iterator[Any]:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for network in networks:
-        for module in network.modules():
-            if isinstance(module, BaseTunerLayer):
-                yield module

@@ -115,7 +115,7 @@ def _train_ending_cleanly(config: TrainConfig, emit: ev.Emit, control: JobContro
         if not is_out_of_memory(exc):
             raise
         saved, problem = save_after_out_of_memory(exc, so_far)
-        raise out_of_memory_error(config, so_far.arch, so_far, saved, problem) from None
+        raise out_of_memory_error(config, so_far, saved, problem) from None
 
 
 def _training_ending(result: TrainResult, control: JobControl) -> ev.Event:
@@ -193,7 +193,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
                              config_dir=cfg.model.config_dir or None)
     source = family.source
     if so_far is not None:
-        so_far.arch, so_far.model = source.arch, source
+        so_far.model = source
     for network in (*family.networks().values(), family.vae):
         network.requires_grad_(False)
     for network in family.networks().values():
