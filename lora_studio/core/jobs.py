@@ -18,6 +18,12 @@ from lora_studio.core import events as ev
 from lora_studio.core.errors import StudioError
 
 
+class JobCancelled(Exception):
+    """Raised inside a job by `JobControl.stop_if_cancelled` where a cancel can land between
+    steps of long set-up work (caching, loading); `run_job` ends the job Cancelled with this
+    message."""
+
+
 class JobControl:
     """Cancel / pause / sample-now / save-now requests for a running job."""
 
@@ -58,6 +64,12 @@ class JobControl:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def stop_if_cancelled(self, message: str = "Cancelled.") -> None:
+        """Raise JobCancelled(`message`) when a cancel was requested: for work that has no
+        step loop of its own to return from (set-up, caching), checked between its pieces."""
+        if self._cancel.is_set():
+            raise JobCancelled(message)
 
     @property
     def paused(self) -> bool:
@@ -122,7 +134,8 @@ def run_job(job: Job, emit: ev.Emit, control: JobControl | None = None, *,
     """Run `job(emit, control)` so that it ends in exactly one terminal event (Finished, Failed
     or Cancelled), emitted last and returned; never raises for the job's failure. Events after
     the terminal one are dropped. A job that returns without a terminal event ends as
-    `ending(result, control)` says; a StudioError fails with its message (exit code 2), a
+    `ending(result, control)` says; a JobCancelled ends Cancelled with its message (130); a
+    StudioError fails with its message (exit code 2), a
     KeyboardInterrupt (a second Ctrl+C) cancels with `interrupted` (130), anything else fails as
     an unexpected error with its traceback in `details` (1). The CLI, the trainer and the
     window's worker thread all run jobs through here."""
@@ -142,6 +155,9 @@ def run_job(job: Job, emit: ev.Emit, control: JobControl | None = None, *,
     except StudioError as exc:
         guarded(failed_event(exc))
         code = EXIT_STUDIO_ERROR
+    except JobCancelled as exc:
+        guarded(ev.Cancelled(message=str(exc)))
+        code = EXIT_CANCELLED
     except KeyboardInterrupt:
         guarded(ev.Cancelled(message=interrupted))
         code = EXIT_CANCELLED

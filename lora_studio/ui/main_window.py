@@ -238,23 +238,39 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's API
-        if self.runner.is_running:
-            answer = QMessageBox.question(
-                self, "A job is running",
-                f"{self.runner.job_name.capitalize()} is still running. Cancel it and quit?")
-            if answer != QMessageBox.Yes:
-                event.ignore()
-                return
+        if self.runner.is_running and not self._stop_and_quit_confirmed():
+            event.ignore()
+            return
         self.save_settings()
         self.shutdown()
         super().closeEvent(event)
+
+    def _stop_and_quit_confirmed(self) -> bool:
+        """Ask whether to stop the running job and quit, saying what stopping keeps."""
+        keeps = self.runner.what_stopping_keeps()
+        queue = self.train_tab.queue
+        if queue.running and queue.waiting:
+            keeps += (f" The {queue.waiting} queued run(s) still waiting stay in the queue for "
+                      "next time.")
+        box = QMessageBox(QMessageBox.Question, "A job is running",
+                          f"{self.runner.job_name.capitalize()} is still running.", parent=self)
+        box.setInformativeText(keeps)
+        stop = box.addButton("Stop and quit", QMessageBox.AcceptRole)
+        box.setDefaultButton(box.addButton("Keep running", QMessageBox.RejectRole))
+        box.exec()
+        return box.clickedButton() is stop
 
     def shutdown(self) -> None:
         """Stop the background work (live preview, thumbnails, LoRA inspection, exports) and
         wait for a job still running, so no thread outlives the window."""
         self.mix_tab.shutdown()
         self.train_tab.memory.shutdown()
-        self.runner.stop()
+        self.train_tab.queue.stop()  # the queue's next run must not start as this one ends
+        if self.runner.is_running:
+            self.status.set_job(f"Stopping {self.runner.job_name}…")
+        # No time limit: a cancel lands at the job's next check (a step, a cache batch, the
+        # end of a model load), and a QThread destroyed while running would abort the process.
+        self.runner.stop(timeout_ms=-1)
         self.dataset_tab.shutdown()
         self.library.shutdown()
         self.base_model.shutdown()

@@ -73,6 +73,12 @@ from lora_studio.ui.base_model import normal_spec
 from lora_studio.ui.workers import Job, JobRunner
 
 JOB_NAME = "generation"
+# What stopping each kind of job keeps (the window's quit question).
+_STOPPING_KEEPS = {
+    "generate": "The images already finished are saved; the one being drawn is dropped.",
+    "preview": "It is a live preview: nothing is lost.",
+    "grid": "The grid is saved only when complete: the cells drawn so far are dropped.",
+}
 
 
 @dataclass(frozen=True)
@@ -275,7 +281,8 @@ class SessionModel(QObject):
         return self._start(self._stack_job(work), "grid")
 
     def _start(self, job: Job, purpose: str) -> bool:
-        started = self._runner.start(job, JOB_NAME if purpose == "generate" else purpose)
+        started = self._runner.start(job, JOB_NAME if purpose == "generate" else purpose,
+                                     keeps=lambda: _STOPPING_KEEPS[purpose])
         if started:
             self._ours = True
             self._purpose = purpose

@@ -45,6 +45,7 @@ JOB_NAME = "training"
 STARTING_TEXT = "Starting: loading the base model and caching the dataset…"
 CANCELLING_TEXT = ("Cancelling: stopping after the current step and saving the LoRA trained "
                    "so far…")
+CANCELLING_SET_UP_TEXT = "Cancelling the set-up (nothing is trained yet, nothing to save)…"
 
 
 class RunState(str, Enum):
@@ -174,10 +175,20 @@ class TrainRun(QObject):
                      "— Resume starts training.")
             return where + self._pending_text(" Queued: {} right after Resume.")
         if state is RunState.CANCELLING:
-            return CANCELLING_TEXT
+            return CANCELLING_TEXT if self._loop_started else CANCELLING_SET_UP_TEXT
         return {RunState.IDLE: "Not started.", RunState.FINISHED: "Finished.",
                 RunState.CANCELLED: "Cancelled.",
                 RunState.FAILED: "Training failed (see the message)."}[state]
+
+    def what_stopping_keeps(self) -> str:
+        """What stopping the run now keeps (the window's quit question)."""
+        if not self._loop_started:
+            return ("It is still setting up (loading the model, caching the dataset): nothing "
+                    "is trained yet, so nothing is saved.")
+        where = f" to {self.config.lora_path}" if self.config is not None else ""
+        return (f"It is at step {self.step} of {self.total_steps}. Stopping saves the LoRA "
+                f"trained so far{where}, with a checkpoint that History > Resume continues "
+                "from; the step under way is lost.")
 
     def _pending_text(self, template: str) -> str:
         what = [w for w, on in (("a preview", self.sample_pending),
@@ -196,7 +207,7 @@ class TrainRun(QObject):
         self.state = RunState.STARTING
         self.reset.emit(config)
         control = JobControl(pause_on_divergence=True)
-        self._ours = self._runner.start(job, JOB_NAME, control)
+        self._ours = self._runner.start(job, JOB_NAME, control, keeps=self.what_stopping_keeps)
         if not self._ours:
             self.state = RunState.IDLE
         self.changed.emit()

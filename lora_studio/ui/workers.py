@@ -77,6 +77,7 @@ class JobRunner(QObject):
         self._worker: _JobWorker | None = None
         self._control: JobControl | None = None
         self._name = ""
+        self._keeps: Callable[[], str] | None = None
 
     @property
     def is_running(self) -> bool:
@@ -91,14 +92,21 @@ class JobRunner(QObject):
         """The running job's control (pause / sample-now / save-now); None when idle."""
         return self._control
 
-    def start(self, job: Job, name: str = "job", control: JobControl | None = None) -> bool:
-        """Start `job(emit, control)` in the worker thread (with `control`, or a fresh one).
-        Returns False (and emits `refused`) when a job is already running."""
+    def what_stopping_keeps(self) -> str:
+        """What stopping the running job now keeps and loses, in the words of whoever started it
+        (the window's quit question); "" when idle or not said."""
+        return self._keeps() if self.is_running and self._keeps is not None else ""
+
+    def start(self, job: Job, name: str = "job", control: JobControl | None = None,
+              keeps: Callable[[], str] | None = None) -> bool:
+        """Start `job(emit, control)` in the worker thread (with `control`, or a fresh one);
+        `keeps()` says what stopping it would keep (`what_stopping_keeps`). Returns False (and
+        emits `refused`) when a job is already running."""
         if self.is_running:
             self.refused.emit(f"Cannot start {name}: {self._name} is still running. "
                               f"Wait for it to finish or cancel it first.")
             return False
-        self._name = name
+        self._name, self._keeps = name, keeps
         self._control = control or JobControl()
         self._thread = QThread()
         self._thread.setObjectName(f"lora-studio-{name}")
@@ -140,7 +148,7 @@ class JobRunner(QObject):
             return
         thread.quit()
         thread.wait()
-        self._thread = self._worker = self._control = None
+        self._thread = self._worker = self._control = self._keeps = None
         self.finished.emit(terminal)
 
 

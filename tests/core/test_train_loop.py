@@ -183,6 +183,42 @@ def test_cancel_stops_within_one_step_and_saves_the_lora(tiny_model_dir, dataset
     assert "--resume" in end.message  # a checkpoint was left to continue from
 
 
+@pytest.mark.parametrize("cancel_on, doing", [
+    ("Buckets", "checking the dataset"),  # said while the dataset is planned: before the model
+    ("Caching the latents", "caching the latents"),
+])
+def test_a_cancel_during_set_up_lands_before_the_next_piece_of_set_up(
+        tiny_model_dir, tmp_path, monkeypatch, cancel_on, doing):
+    from diffusers import AutoencoderKL
+
+    data = make_dataset(tmp_path / "many", count=12)
+    encoded = []
+    real_encode = AutoencoderKL.encode
+
+    def counting_encode(self, x, *args, **kwargs):
+        encoded.append(x.shape[0])
+        return real_encode(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", counting_encode)
+    control = JobControl()
+    cfg = make_config(tiny_model_dir, data, tmp_path / "out", train={"steps": 50},
+                      dataset={"random_flip": True})
+
+    def cancel_when_said(event):
+        if isinstance(event, ev.Log) and event.message.startswith(cancel_on):
+            control.cancel()
+
+    # one image per VAE call, so the cache pass has 24 pieces to stop between
+    monkeypatch.setattr("lora_studio.core.train.data.cache_batch_size", lambda w, h: 1)
+    rec = run(cfg, control, on_event=cancel_when_said)
+    end = rec.terminal
+    assert isinstance(end, ev.Cancelled)
+    assert f"while {doing}" in end.message and "nothing was trained" in end.message
+    assert encoded == []  # not one image encoded after the cancel
+    assert not rec.of(ev.JobStarted) and not rec.of(ev.StepProgress)
+    assert not cfg.lora_path.exists() and not (cfg.output_dir / "checkpoints").exists()
+
+
 def test_save_and_sample_requests_are_honoured(tiny_model_dir, dataset, tmp_path):
     """Asked at step 1: saved and sampled there; asked at step 2, where a save is due anyway:
     one file (the request is not left over for step 3); asked during the last step: its

@@ -260,15 +260,18 @@ class TrainData(SampleMaker):
                               target=(fit.bucket[1], fit.bucket[0]))
 
     @torch.no_grad()
-    def cache_latents(self, vae, flips: tuple[bool, ...], batch_size: int | None = None) -> None:
+    def cache_latents(self, vae, flips: tuple[bool, ...], batch_size: int | None = None,
+                      between: Callable[[], None] = lambda: None) -> None:
         """Encode every image once per flip variant; afterwards training never runs the VAE.
         Images are encoded by bucket (one size per VAE call), `cache_batch_size` of them at a
-        time unless `batch_size` says otherwise."""
+        time unless `batch_size` says otherwise; `between()` runs before each VAE call (where a
+        cancel lands)."""
         keys = sorted(((ex.index, flip) for ex in self.examples for flip in flips),
                       key=lambda key: (self.examples[key[0]].bucket, key))
         for run in _same_bucket_runs(keys, self.examples):
             size = batch_size or cache_batch_size(*self.examples[run[0][0]].bucket)
             for start in range(0, len(run), size):
+                between()
                 group = run[start:start + size]
                 pixels = torch.stack([self.pixels(i, f) for i, f in group])
                 mean, std = latent_distribution(vae, pixels)
@@ -278,11 +281,12 @@ class TrainData(SampleMaker):
 
     @torch.no_grad()
     def cache_text(self, encode: Callable[[list[str]], Conditioning], batch_size: int = 16,
-                   trigger: str | None = None) -> None:
+                   trigger: str | None = None, between: Callable[[], None] = lambda: None) -> None:
         """Encode every caption once with `encode` (the family's: hidden states and any pooled
         embedding; only when neither the text encoders nor the caption change from step to
         step); with `trigger`, also every caption without it (for preserve_base)."""
         for start in range(0, len(self.examples), batch_size):
+            between()
             chunk = self.examples[start:start + batch_size]
             captions = [self.caption(ex.index) for ex in chunk]
             cond = encode(captions)

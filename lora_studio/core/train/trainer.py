@@ -179,6 +179,13 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # ------------------------------------------------------------------ 2. dataset
     # Folders and repeats, buckets, captions and the epoch arithmetic: the plan `dataset check`
     # prints, said here too. Skipped files are warnings, never fatal.
+    def stop_if_cancelled(doing: str) -> None:
+        # Set-up has no step loop to return from: a cancel lands between its pieces (one
+        # process only: with several, every process must leave at the same collective).
+        if world == 1:
+            control.stop_if_cancelled(f"Training cancelled while {doing}, before its first "
+                                      "step: nothing was trained or saved.")
+
     dataset = prepare_training_set(cfg, world, lambda text, level: say(ev.Log(text, level=level)))
     examples, reg, order, data = dataset.examples, dataset.reg, dataset.order, dataset.data
     num_train_images, total_steps = dataset.num_train_images, dataset.plan.total_steps
@@ -187,11 +194,13 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # The model family (SD 1.x / 2.x, SDXL) supplies everything that differs between them.
     # The frozen base is loaded in the run's weight dtype whatever precision it was saved in
     # (an fp16 folder trained in fp32 must not keep fp16 text encoders).
+    stop_if_cancelled("checking the dataset")
     base_spec = None if cfg.model.base in ("", "tiny") else cfg.model.base
     with accelerator.main_process_first():  # the main process creates the built-in model once
         family = load_family(base_spec, torch_dtype=weight_dtype,
                              config_dir=cfg.model.config_dir or None)
     source = family.source
+    stop_if_cancelled("loading the base model")
     if so_far is not None:
         so_far.model = source
     for network in (*family.networks().values(), family.vae):
@@ -279,9 +288,12 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     cache_text = tr.cache_latents and not lo.train_text_encoder and not captions_vary
     if tr.cache_latents:
         flips = (False, True) if d.random_flip else (False,)
-        data.cache_latents(family.vae, flips)
+        say(ev.Log(f"Caching the latents of {len(examples)} images..."))
+        data.cache_latents(family.vae, flips,
+                           between=lambda: stop_if_cancelled("caching the latents"))
         if cache_text:
-            data.cache_text(encode, trigger=d.trigger_word if tr.preserve_base else None)
+            data.cache_text(encode, trigger=d.trigger_word if tr.preserve_base else None,
+                            between=lambda: stop_if_cancelled("caching the captions"))
         why = ("the text encoder is being trained" if lo.train_text_encoder
                else cfg.caption_options().why_uncached())
         say(ev.Log(f"Cached the latents of {len(examples)} images ({len(data.latents)} "
@@ -294,6 +306,7 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
     # checkpoints, so a resumed run draws exactly what an unbroken run would have drawn.
     noise_gen = torch.Generator(device=device).manual_seed(tr.seed + 1_000_003 * (rank + 1))
     start_step = 0
+    stop_if_cancelled("setting up")
     if resume_from is not None:
         resume_from = Path(resume_from)
         state = ckpt.read_trainer_state(resume_from)
