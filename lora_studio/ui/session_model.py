@@ -361,7 +361,9 @@ def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], di
                 session.add_lora(entry.path, entry.weight, name=entry.name,
                                  block_weights=entry.block_weights)
             except StudioError as exc:
-                problems[key] = f"{entry.path.name} was left out: {exc.user_message()}"
+                said = exc.user_message()  # it may begin with the file's name already
+                said = said.removeprefix(f"{entry.path.name} ")
+                problems[key] = f"{entry.path.name} was left out: {said}"
                 continue
             name = next(lo.name for lo in session.loras if path_key(lo.path) == key)
             adapters[key] = name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -111,10 +112,12 @@ def load_lora_into_pipeline(pipe, path_or_lorafile: str | os.PathLike[str] | Lor
     """Load a LoRA as adapter `adapter_name`; refuse (pipeline untouched) when the LoRA was made
     for another architecture, fits none of the pipeline's modules, or the name is taken."""
     lora = path_or_lorafile
+    source = "This LoRA"
     if not isinstance(lora, LoraFile):
+        source = Path(lora).name  # which of several files a refusal is about
         lora = read_lora(lora)
     title = (lora.metadata.get("ss_output_name") or lora.metadata.get("modelspec.title")
-             or "This LoRA")
+             or source)
     target_arch = pipeline_arch(pipe)
     if lora.arch is not None and lora.arch != target_arch:
         raise LoraFormatError(f"{title} was made for {_label(lora.arch)}, this model is "

@@ -12,7 +12,6 @@ the kind, never half-loaded.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections import Counter
@@ -117,12 +116,14 @@ def _check_shapes(name: str, module: LoraModule, source: str) -> None:
     if not (down.is_floating_point() and up.is_floating_point()):
         raise LoraFormatError(f"{source}: module {name} holds {down.dtype} / {up.dtype} "
                               "tensors; LoRA weights are floating point.", _FIX_DAMAGED)
-    if not (math.isfinite(module.alpha) and bool(torch.isfinite(down).all())
-            and bool(torch.isfinite(up).all())):
-        raise LoraFormatError(f"{source}: module {name} holds NaN or infinite values; it would "
-                              "render black or noise.",
-                              "The file is damaged, or its training diverged: use an earlier "
-                              "checkpoint of it.")
+    for part, values in (("down weight", down), ("up weight", up),
+                         ("alpha", torch.tensor(module.alpha))):
+        if not bool(torch.isfinite(values).all()):
+            what = "NaN" if bool(torch.isnan(values).any()) else "infinite values"
+            raise LoraFormatError(f"{source}: module {name} has {what} in its {part}; it would "
+                                  "render black or noise.",
+                                  "The file is damaged, or its training diverged: use an earlier "
+                                  "checkpoint of it.")
 
 
 def detect_arch(modules: dict[str, LoraModule], metadata: dict[str, str], *,

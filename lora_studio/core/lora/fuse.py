@@ -20,6 +20,7 @@ from lora_studio.core.errors import LoraFormatError
 def fused_pipeline(model_spec: Any, items: list[tuple[str | os.PathLike[str], float]]):
     """The base pipeline with every (LoRA file, weight) of `items` fused in."""
     from lora_studio.core.lora.apply import load_lora_into_pipeline
+    from lora_studio.core.lora.formats import read_lora
     from lora_studio.core.models.loading import load_pipeline
 
     if not items:
@@ -28,6 +29,7 @@ def fused_pipeline(model_spec: Any, items: list[tuple[str | os.PathLike[str], fl
         if not Path(path).is_file():
             raise LoraFormatError(f"{path} does not exist or is not a file.",
                                   "Check the path of each LoRA to fuse.")
+        read_lora(path)  # a damaged or unsupported file is refused before the model loads
     pipe = load_pipeline(model_spec)
     names = []
     for index, (path, _weight) in enumerate(items):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lora_studio.core.errors import LoraFormatError
 
-_MAX_HEADER = 100 * 1024 * 1024
+_MAX_HEADER = 100_000_000  # what the safetensors library itself reads at most
 _FIX_REDOWNLOAD = "Download or export the file again; it is damaged or incomplete."
 
 
@@ -44,6 +44,10 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
                                   _FIX_REDOWNLOAD)
         (header_len,) = struct.unpack("<Q", head)
         first = handle.read(1)
+        if header_len > _MAX_HEADER and first == b"{":  # refused before any of it is read
+            raise LoraFormatError(
+                f"{name} is damaged: its safetensors header claims {header_len / 1e6:,.0f} MB, "
+                "more than the 100 MB the format allows.", _FIX_REDOWNLOAD)
         if header_len == 0 or header_len > _MAX_HEADER or first != b"{":
             raise LoraFormatError(_not_safetensors(name, head + first), _FIX_NOT_SFT)
         if header_len > size - 8:

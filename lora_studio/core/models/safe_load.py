@@ -14,7 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from lora_studio.core.errors import ModelLoadError, UnsafeFileError
+from lora_studio.core.errors import LoraFormatError, ModelLoadError, UnsafeFileError
+from lora_studio.core.lora.sft import read_header
 
 logger = logging.getLogger(__name__)
 
@@ -32,19 +33,31 @@ def is_pickle_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in PICKLE_SUFFIXES
 
 
+_FIX_DOWNLOAD = ("The file may be incomplete (an interrupted download) or not a model; "
+                 "download it again.")
+
+
+def _check_safetensors(path: str | Path) -> None:
+    """A ModelLoadError saying what is wrong (empty, truncated, not safetensors at all...) with
+    a file that is not a whole safetensors file; nothing when it is."""
+    try:
+        read_header(path)
+    except LoraFormatError as exc:  # the same checks as for LoRA files, told for a model
+        raise ModelLoadError(exc.what, _FIX_DOWNLOAD) from None
+
+
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """Key → shape and the string metadata of a `.safetensors` file, without reading tensors."""
     from safetensors import safe_open
 
+    _check_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
             metadata = dict(handle.metadata() or {})
     except Exception as exc:  # safetensors raises its own SafetensorError / OSError types
         raise ModelLoadError(
-            f"{Path(path).name} is not a readable .safetensors file ({exc}).",
-            "The file may be incomplete (an interrupted download) or not a model; "
-            "download it again.",
+            f"{Path(path).name} is not a readable .safetensors file ({exc}).", _FIX_DOWNLOAD,
         ) from exc
     return shapes, metadata
 
@@ -52,13 +65,12 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, tuple[int, ...]
 def load_safetensors(path: str | Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
+    _check_safetensors(path)
     try:
         return load_file(str(path))
     except Exception as exc:
         raise ModelLoadError(
-            f"{Path(path).name} is not a readable .safetensors file ({exc}).",
-            "The file may be incomplete (an interrupted download) or not a model; "
-            "download it again.",
+            f"{Path(path).name} is not a readable .safetensors file ({exc}).", _FIX_DOWNLOAD,
         ) from exc
 
 
@@ -73,11 +85,7 @@ def load_pickle_weights_only(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
-    logger.warning(
-        "%s is a pickle checkpoint: loading it with torch.load(weights_only=True), which refuses "
-        "anything but plain tensors. Prefer .safetensors files.", path.name,
-    )
-    extra = {"mmap": True} if zipfile.is_zipfile(path) else {}
+    extra = {"mmap": True} if _pickle_container(path) == "zip" else {}
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True, **extra)
     except pickle.UnpicklingError as exc:
@@ -93,7 +101,28 @@ def load_pickle_weights_only(path: str | Path) -> dict[str, Any]:
             "The file may be incomplete or not a model; download it again, preferably as "
             ".safetensors.",
         ) from exc
+    # only once it loaded: a refused file gets the refusal alone
+    logger.warning(
+        "%s is a pickle checkpoint: it was read with torch.load(weights_only=True), which refuses "
+        "anything but plain tensors. Prefer .safetensors files.", path.name,
+    )
     return _unwrap_state_dict(data, path)
+
+
+def _pickle_container(path: Path) -> str:
+    """"zip" (what torch.save writes) or "pickle" (its legacy format, a pickle from the first
+    byte); anything else is refused without being handed to an unpickler."""
+    if zipfile.is_zipfile(path):
+        return "zip"
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head[:1] == b"\x80":  # pickle protocol 2 and later, what torch.save's legacy format is
+        return "pickle"
+    what = ("is empty (0 bytes)" if not head else
+            "is cut off (an incomplete zip archive)" if head.startswith(b"PK") else
+            "is neither a zip archive nor a pickle (damaged, or another kind of file)")
+    raise ModelLoadError(f"{path.name} is not a readable PyTorch checkpoint: it {what}.",
+                         "Download it again, preferably as .safetensors.")
 
 
 def _unwrap_state_dict(data: Any, path: Path) -> dict[str, Any]:
