@@ -52,7 +52,7 @@ def test_all_bad_folder_fails_with_a_helpful_text_report(tmp_path):
 
     result = run_check(tmp_path)
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     out = result.stdout
     assert "0 images usable" in out
     assert "photo.jpg: not an image" in out
@@ -63,7 +63,7 @@ def test_all_bad_folder_fails_with_a_helpful_text_report(tmp_path):
 def test_empty_folder_fails_and_says_what_to_add(tmp_path):
     result = run_check(tmp_path)
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     last = result.stdout.strip().splitlines()[-1]
     assert "no images found" in last and "PNG" in last
 

@@ -273,5 +273,5 @@ def test_cli_reads_the_architecture_of_the_model_and_the_config(kohya_train, tmp
 
 def test_cli_with_nothing_usable_says_so(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("no images here", encoding="utf-8")
-    assert main(["advise", str(tmp_path), "--concept", "style"]) == 1
+    assert main(["advise", str(tmp_path), "--concept", "style"]) == 2
     assert "Nothing usable to advise on" in capsys.readouterr().out

@@ -215,6 +215,7 @@ def caption_token_ids(tokenizer, captions: list[str], max_token_length: int = 75
     import torch
 
     limit = _check_length(max_token_length)
+    captions = [_head(tokenizer, caption, limit) for caption in captions]
     if limit == CHUNK:
         ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                         truncation=True, return_tensors="pt").input_ids
@@ -229,6 +230,23 @@ def caption_token_ids(tokenizer, captions: list[str], max_token_length: int = 75
         chunks[..., -1] = torch.where(text_to_end, eos, chunks[..., -1])
         chunks[..., 1] = torch.where(chunks[..., 1] == pad, eos, chunks[..., 1])
     return chunks
+
+
+_HEAD_CHARS = 4096
+
+
+def _head(tokenizer, caption: str, limit: int) -> str:
+    """`caption`, or a prefix of it ending before a space with more than `limit` tokens: the
+    same ids once truncated to `limit` (CLIP never joins text across a space into one token),
+    so a 1 MB caption is not tokenized whole at every step."""
+    size = _HEAD_CHARS
+    while len(caption) > size:
+        cut = caption.rfind(" ", 0, size)
+        if cut > 0 and len(tokenizer(caption[:cut], add_special_tokens=False,
+                                     verbose=False)["input_ids"]) > limit:
+            return caption[:cut]
+        size *= 4
+    return caption
 
 
 def encode_captions(tokenizer, text_encoder, captions: list[str],

@@ -85,7 +85,9 @@ def inspect_image(path: Path, *, min_size: int = 64,
         return (f"not an image: its content is not {_SUPPORTED} data, whatever its name "
                 "says"), (0, 0)
     except OSError as exc:
-        return f"cannot be read: {exc.strerror or exc}", (0, 0)
+        if exc.errno is None:  # Pillow's own ("Truncated File Read"): the file, not the disk
+            return f"truncated or corrupt image ({exc}); re-export it or remove it", (0, 0)
+        return f"cannot be read: {exc.strerror or exc}; check that you may read it", (0, 0)
     except Exception as exc:  # a malformed header can raise almost anything inside Pillow
         return f"corrupt image header: {exc}", (0, 0)
     with img:
@@ -97,6 +99,10 @@ def inspect_image(path: Path, *, min_size: int = 64,
         if width < min_size or height < min_size:
             return (f"too small: {width}x{height} px, needs at least {min_size} px on each "
                     "side"), (width, height)
+        frames = getattr(img, "n_frames", 1) if img.format != "MPO" else 1  # MPO: camera JPEG
+        if frames > 1:
+            return (f"animated ({frames} frames): training uses still pictures; save the frame "
+                    "you want as PNG or JPEG"), (width, height)
         size = _upright_size(img)
         if img.format == "JPEG" and min_size > 0:
             # Decode at a reduced scale: faster, and every byte of the file is still read.

@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_USABLE, EXIT_NOTHING_USABLE = 0, 1
+# Nothing usable makes the command impossible: 2, as for any input a person has to fix.
+EXIT_USABLE, EXIT_NOTHING_USABLE = 0, 2
 
 
 def add_dataset_settings(parser: argparse.ArgumentParser, *, dir_required: bool = False) -> None:

@@ -72,8 +72,16 @@ class SeenSample:
                  f"caption: {self.read_caption or '(empty caption)'}"]
         if self.window.cut:
             lines.append(f"not read ({self.window.tokens - self.window.kept} of "
-                         f"{self.window.tokens} tokens cut): {self.cut_caption}")
+                         f"{self.window.tokens} tokens cut): {shortened(self.cut_caption)}")
         return "\n".join(lines)
+
+
+def shortened(text: str, limit: int = 300) -> str:
+    """`text`, or its first `limit` characters and how many more there are (a 1 MB caption's
+    cut part is not a line to print)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()} ... ({len(text) - limit:,} more characters)"
 
 
 def seen_samples(plan: DatasetPlan, *, seed: int, epoch: int = 0, center_crop: bool = True,

@@ -225,6 +225,9 @@ def read_caption_text(path: Path) -> tuple[str, str]:
     except OSError as exc:
         raise DatasetError(f"Cannot read caption file {path}: {exc.strerror or exc}",
                            "Check that the file exists and that you may read it.") from exc
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows PowerShell's `>` writes this
+        raise DatasetError(f"Caption file {path.name} is UTF-16 text.",
+                           "Open it in a text editor and save it as UTF-8.")
     try:
         text, encoding = data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:

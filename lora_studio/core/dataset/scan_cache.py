@@ -19,7 +19,7 @@ from pathlib import Path
 from lora_studio.core.fileio import atomic_write_text
 from lora_studio.core.paths import path_key, user_data_dir
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: animated images are skipped
 
 Result = tuple[str | None, tuple[int, int]]  # (why unusable or None, upright (width, height))
 

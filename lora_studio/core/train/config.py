@@ -19,6 +19,7 @@ Paths
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -562,7 +563,19 @@ def _check_sampler(name: str) -> None:
 
 def _check(ok: bool, key: str, what: str, fix: str = "") -> None:
     if not ok:
-        raise ConfigError(key, what, fix)
+        raise ConfigError(key, what, fix or _default_fix(key))
+
+
+def _default_fix(key: str) -> str:
+    """"The default is 0.0001." for a setting that has a default worth naming, else ""."""
+    section, _, name = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])} \
+        if section in SECTIONS else {}
+    default = fields[name].default if name in fields else dataclasses.MISSING
+    if isinstance(default, bool) or not isinstance(default, (int, float, str)) or \
+            default == "":
+        return ""
+    return f"The default is {json.dumps(default)}."
 
 
 def _at_least(key: str, value: int, low: int) -> None:

@@ -4,6 +4,8 @@ values and paths (relative paths resolve as `config.py`'s module doc says)."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,7 @@ def _coerce_subsets(value: Any, base: Path) -> list[dict[str, Any]]:
         key = f"dataset.subsets[{number}]"
         unknown = sorted(set(table) - set(SUBSET_KEYS))
         if unknown:
-            raise ConfigError(f"{key}.{unknown[0]}", "unknown key",
-                              f"Known keys of a subset: {', '.join(SUBSET_KEYS)}.")
+            raise _unknown_key(key, unknown[0], list(SUBSET_KEYS), "a subset")
         if not isinstance(table.get("path"), str) or not table["path"].strip():
             raise ConfigError(f"{key}.path", "is missing", "Set it to a folder of images.")
         out = {name: table.get(name, default) for name, default in SUBSET_KEYS.items()}
@@ -42,6 +43,29 @@ def _coerce_subsets(value: Any, base: Path) -> list[dict[str, Any]]:
         out["path"] = _resolve_path(out["path"], base)
         tables.append({name: v for name, v in out.items() if v is not None})  # TOML has no None
     return tables
+
+
+# ---------------------------------------------------------------------- unknown names
+def _unknown_section(section: str) -> ConfigError:
+    close = difflib.get_close_matches(section, list(SECTIONS), n=1)
+    hint = f"Did you mean [{close[0]}]?" if close else \
+        f"Known sections: {', '.join(SECTIONS)}."
+    return ConfigError(section, "unknown section", hint)
+
+
+def _unknown_key(where: str, key: str, known: Sequence[str], what: str) -> ConfigError:
+    """`where.key` is not one of `known` (the keys of `what`, e.g. "[train]"): the fix names
+    the section that does have it, else the nearest known key, else them all."""
+    home = [name for name, cls in SECTIONS.items() if name != where and key in
+            {f.name for f in dataclasses.fields(cls)}]
+    close = difflib.get_close_matches(key, known, n=1)
+    if home:
+        hint = f"{key} belongs in [{home[0]}]: move it there ({home[0]}.{key})."
+    elif close:
+        hint = f"Did you mean {close[0]}?"
+    else:
+        hint = f"Known keys of {what}: {', '.join(known)}."
+    return ConfigError(f"{where}.{key}", "unknown key", hint)
 
 
 # ---------------------------------------------------------------------- typed values
@@ -73,7 +97,17 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     kind = "a list" if isinstance(default, list) else type(default).__name__
     if key == "lora.targets":
         kind = "a preset name or a list of module names"
-    raise ConfigError(key, f"must be {kind}, got {value!r}")
+    raise ConfigError(key, f"must be {kind}, got {value!r}", _type_fix(key, value, default))
+
+
+def _type_fix(key: str, value: Any, default: Any) -> str:
+    """How to write a value of the field's type, e.g. `learning_rate = 0.0001`."""
+    if key == "lora.targets" or not isinstance(default, (bool, int, float, str)):
+        return ""
+    example = f"{key.rpartition('.')[2]} = {json.dumps(default)}"
+    if isinstance(value, str) and not isinstance(default, str):
+        return f"Write it without quotes, e.g. {example}."
+    return f"Write it like the default: {example}."
 
 
 def _parse_cli_value(key: str, raw: str, default: Any) -> Any:
@@ -87,7 +121,8 @@ def _parse_cli_value(key: str, raw: str, default: Any) -> Any:
             return True
         if low in ("false", "no", "off", "0"):
             return False
-        raise ConfigError(key, f"must be true or false, got {raw!r}")
+        raise ConfigError(key, f"must be true or false, got {raw!r}",
+                          f"e.g. --set {key}={json.dumps(default)}")
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -97,7 +132,8 @@ def _parse_cli_value(key: str, raw: str, default: Any) -> Any:
             return [part.strip() for part in text.split(",") if part.strip()]
         return text if key == "lora.targets" else [text]
     kind = "a number" if isinstance(default, (int, float)) else type(default).__name__
-    raise ConfigError(key, f"must be {kind}, got {raw!r}")
+    raise ConfigError(key, f"must be {kind}, got {raw!r}",
+                      f"e.g. --set {key}={json.dumps(default)}")
 
 
 def _resolve_path(value: str, base_dir: Path) -> str:
@@ -125,8 +161,7 @@ def config_from_dict(data: dict[str, Any], base_dir: str | Path | None = None,
             cfg.schema_version = _coerce("schema_version", values, 0)
             continue
         if section not in SECTIONS:
-            raise ConfigError(section, "unknown section",
-                              f"Known sections: {', '.join(SECTIONS)}.")
+            raise _unknown_section(section)
         if not isinstance(values, dict):
             raise ConfigError(section, f"must be a table ([{section}]), got {values!r}")
         for key, value in values.items():
@@ -139,8 +174,7 @@ def _set_value(cfg: TrainConfig, section: str, key: str, value: Any, base: Path)
     defaults = _field_types(type(obj))
     dotted = f"{section}.{key}"
     if key not in defaults:
-        raise ConfigError(dotted, "unknown key",
-                          f"Known keys in [{section}]: {', '.join(defaults)}.")
+        raise _unknown_key(section, key, list(defaults), f"[{section}]")
     if dotted == "dataset.subsets":
         setattr(obj, key, _coerce_subsets(value, base))
         return
@@ -160,14 +194,13 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str],
         section, dot, key = dotted.strip().partition(".")
         if not sep or not dot:
             raise ConfigError(dotted.strip() or item, f"override must look like "
-                              f"section.key=value, got {item!r}")
+                              f"section.key=value, got {item!r}",
+                              "e.g. --set train.learning_rate=1e-4")
         if section not in SECTIONS:
-            raise ConfigError(section, "unknown section",
-                              f"Known sections: {', '.join(SECTIONS)}.")
+            raise _unknown_section(section)
         defaults = _field_types(SECTIONS[section])
         if key not in defaults:
-            raise ConfigError(f"{section}.{key}", "unknown key",
-                              f"Known keys in [{section}]: {', '.join(defaults)}.")
+            raise _unknown_key(section, key, list(defaults), f"[{section}]")
         _set_value(cfg, section, key, _parse_cli_value(f"{section}.{key}", raw,
                                                         defaults[key]), base)
     return cfg.validate()
@@ -177,16 +210,53 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a TOML config (relative paths → its folder), apply `--set` overrides (relative
     paths → the current directory) and validate."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("config", f"file not found: {path}",
-                          "Check the path, or start from resources/presets/quickstart.toml."
-                          ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from exc
+    data = read_toml(path)
     cfg = config_from_dict(data, base_dir=path.resolve().parent, validate=not overrides)
     return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+_START_FROM = "or start from resources/presets/quickstart.toml (or a config the studio saved)."
+
+
+def read_toml(path: Path, key: str = "config") -> dict[str, Any]:
+    """The tables of the TOML file `path` (a UTF-8 BOM is fine). A file that is missing, a
+    folder, unreadable, binary, JSON or broken TOML raises ConfigError naming `key`."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(key, f"file not found: {path}",
+                          f"Check the path, {_START_FROM}") from None
+    except IsADirectoryError:
+        raise ConfigError(key, f"{path} is a folder, not a config file",
+                          f"Give the .toml file in it, {_START_FROM}") from None
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}",
+                          "Check that the file exists and that you may read it.") from None
+    try:
+        text = raw.decode("utf-8-sig")
+        if "\0" in text:
+            raise ValueError("NUL bytes")
+    except ValueError:  # UnicodeDecodeError too
+        raise ConfigError(key, f"{path} is not a TOML text file (it holds binary data or "
+                          "is not UTF-8 text)",
+                          f"Give the training config (.toml) itself, saved as UTF-8, "
+                          f"{_START_FROM}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        if _is_json(text):
+            raise ConfigError(key, f"{path} is not valid TOML: it looks like JSON",
+                              "Write it as TOML ([train] on one line, steps = 2 on the next), "
+                              f"{_START_FROM}") from None
+        raise ConfigError(key, f"{path} is not valid TOML: {exc}",
+                          f"Correct it in a text editor where it says, {_START_FROM}") from None
+
+
+def _is_json(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def config_to_toml(cfg: TrainConfig) -> str:

@@ -58,6 +58,7 @@ from typing import Any
 
 from lora_studio.core.errors import ConfigError
 from lora_studio.core.train.config import TrainConfig, config_from_dict
+from lora_studio.core.train.config_io import read_toml
 
 TINY = "tiny"  # the built-in Tiny Shapes model (the quickstart recipe)
 QUICKSTART = "quickstart.toml"
@@ -138,13 +139,8 @@ def read_preset(path: str | Path) -> TrainConfig:
     """A preset / saved config from TOML, like `load_config`, except that it may name no dataset
     (the Dataset tab provides it). Raises ConfigError naming a bad key."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("preset", f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("preset", f"{path} is not valid TOML: {exc}") from None
-    cfg = config_from_dict(data, base_dir=path.resolve().parent, validate=False)
+    cfg = config_from_dict(read_toml(path, "preset"), base_dir=path.resolve().parent,
+                           validate=False)
     validate_settings(cfg)
     return cfg
 

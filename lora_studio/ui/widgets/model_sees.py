@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lora_studio.core.dataset.preview import shortened
 from lora_studio.ui.dataset_work import SeenPreview
 
 CAPTION_HEIGHT = 76  # the caption scrolls beyond about four lines
@@ -75,7 +76,7 @@ def _caption_html(preview: SeenPreview) -> str:
     if not preview.cut_caption:
         return read
     return (f"{read}<span style='color:#6b7078; text-decoration: line-through'>"
-            f"{escape(preview.cut_caption)}</span>")
+            f"{escape(shortened(preview.cut_caption, 2000))}</span>")  # not all of 1 MB
 
 
 def _tokens_html(preview: SeenPreview) -> str:
