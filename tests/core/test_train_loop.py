@@ -219,6 +219,27 @@ def test_a_cancel_during_set_up_lands_before_the_next_piece_of_set_up(
     assert not cfg.lora_path.exists() and not (cfg.output_dir / "checkpoints").exists()
 
 
+def test_a_cancel_while_the_dataset_is_checked_lands_before_the_next_image(
+        tiny_model_dir, tmp_path, monkeypatch):
+    from lora_studio.core.dataset import checks
+
+    data = make_dataset(tmp_path / "many", count=12)
+    control, decoded = JobControl(), []
+    real_inspect = checks.inspect_image
+
+    def inspect_and_cancel(path, **kwargs):
+        decoded.append(path)
+        if len(decoded) == 2:
+            control.cancel()
+        return real_inspect(path, **kwargs)
+
+    monkeypatch.setattr(checks, "inspect_image", inspect_and_cancel)
+    rec = run(make_config(tiny_model_dir, data, tmp_path / "out"), control)
+    assert isinstance(rec.terminal, ev.Cancelled)
+    assert "while checking the dataset" in rec.terminal.message
+    assert len(decoded) == 2  # not one image decoded after the cancel
+
+
 def test_save_and_sample_requests_are_honoured(tiny_model_dir, dataset, tmp_path):
     """Asked at step 1: saved and sampled there; asked at step 2, where a save is due anyway:
     one file (the request is not left over for step 3); asked during the last step: its

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,8 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
                   subsets: Sequence[dict[str, Any]] = (), caption_extension: str = ".txt",
                   default_caption: str = "", trigger_word: str = "", repeats: int = 1,
                   min_size: int = 64, max_pixels: int | None = None,
-                  warn_uncaptioned: bool = True, use_cache: bool = True) -> DatasetReport:
+                  warn_uncaptioned: bool = True, use_cache: bool = True,
+                  between: Callable[[], None] = lambda: None) -> DatasetReport:
     """Find the dataset's folders (a plain folder, a kohya folder of `N_name` subfolders, or
     the listed `subsets`), decode every image: what is usable, what is skipped and why.
 
@@ -128,6 +129,8 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
     DatasetError only when a folder is not readable. `warn_uncaptioned=False` leaves the
     warning about images with no caption at all to the caller (regularization skips them).
     An image checked before and unchanged since is not decoded again (`scan_cache`).
+    `between()` runs before each image is decoded (where a training run's cancel lands); what
+    was checked before it raised stays in the cache.
     """
     layout = resolve_subsets(root, subsets=subsets, repeats=repeats,
                              caption_extension=caption_extension)
@@ -141,8 +144,11 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
                                             subset.caption_extension, subset.default_caption,
                                             subset.kohya_class))
         cache = ImageCheckCache(subset.path, enabled=use_cache)
-        _check_subset(report, number, subset, fallbacks, min_size, max_pixels, cache)
-        cache.save()
+        try:
+            _check_subset(report, number, subset, fallbacks, min_size, max_pixels, cache,
+                          between)
+        finally:
+            cache.save()
     if layout.kind == "kohya":  # a plain folder's listing already names its subfolders
         report.ignored.extend(layout.ignored_folders)
     folders = {s.path for s in layout.subsets}
@@ -155,7 +161,7 @@ def check_dataset(root: str | os.PathLike[str] | None = None, *,
 
 def _check_subset(report: DatasetReport, number: int, subset: Subset,
                   fallbacks: tuple[str, str], min_size: int, max_pixels: int | None,
-                  cache: ImageCheckCache) -> None:
+                  cache: ImageCheckCache, between: Callable[[], None]) -> None:
     listing = list_dataset_files(subset.path, subset.caption_extension)
     report.ignored.extend(listing.ignored)
     report.skipped.extend(
@@ -164,6 +170,8 @@ def _check_subset(report: DatasetReport, number: int, subset: Subset,
     rule = (min_size, max_pixels if max_pixels is not None else max_image_pixels())
     for image_path in listing.images:
         cached = cache.get(image_path, rule)
+        if cached is None:
+            between()
         problem, size = cached if cached is not None else inspect_image(
             image_path, min_size=min_size, max_pixels=max_pixels)
         if cached is None:

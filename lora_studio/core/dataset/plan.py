@@ -11,7 +11,7 @@ the Dataset tab and the trainer all print it, so they cannot disagree. No torch 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,13 +143,14 @@ def plan_dataset(report: DatasetReport, *, settings: BucketSettings, batch_size:
     return plan
 
 
-def check_from_config(cfg) -> DatasetReport:
+def check_from_config(cfg, between: Callable[[], None] = lambda: None) -> DatasetReport:
     """`check_dataset` of a TrainConfig's [dataset] (its folder, kohya folder or subsets)."""
     d = cfg.dataset
     return check_dataset(d.path or None, subsets=d.subsets,
                          caption_extension=d.caption_extension,
                          default_caption=d.default_caption, trigger_word=d.trigger_word,
-                         repeats=d.repeats, min_size=min_image_side(d.resolution))
+                         repeats=d.repeats, min_size=min_image_side(d.resolution),
+                         between=between)
 
 
 def plan_from_config(cfg, *, report: DatasetReport | None = None,

@@ -50,8 +50,8 @@ class RegularizationSet:
 
 
 def load_regularization(folder: str | Path, *, caption_extension: str, min_size: int,
-                        trigger: str, first_index: int,
-                        settings: BucketSettings) -> RegularizationSet:
+                        trigger: str, first_index: int, settings: BucketSettings,
+                        between: Callable[[], None] = lambda: None) -> RegularizationSet:
     """Scan a regularization folder (a plain folder or kohya `N_class/` subfolders) into
     examples with indices from `first_index` on, each at its bucket. An image without a
     caption file is captioned with its folder's class; one with neither is skipped. Raises
@@ -62,7 +62,8 @@ def load_regularization(folder: str | Path, *, caption_extension: str, min_size:
 
     try:
         report = check_dataset(folder, caption_extension=caption_extension, min_size=min_size,
-                               warn_uncaptioned=False)  # those are skipped, and listed
+                               warn_uncaptioned=False,  # those are skipped, and listed
+                               between=between)
     except DatasetError as exc:  # "Dataset folder ... does not exist": say which folder
         raise DatasetError(f"Regularization images (dataset.reg_path): {exc.what}",
                            exc.fix + " Or leave dataset.reg_path empty.") from exc
@@ -114,9 +115,11 @@ class TrainingSet:
         return len(self.plan.report.items)
 
 
-def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None]) -> TrainingSet:
+def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None],
+                         between: Callable[[], None] = lambda: None) -> TrainingSet:
     """Check and plan the dataset (and regularization images) of a validated config, say what
-    training will do (`say(text, level)`), and set up the batch order and the data."""
+    training will do (`say(text, level)`), and set up the batch order and the data;
+    `between()` runs before each image is decoded (where a cancel lands)."""
     from lora_studio.core.dataset.checks import describe_caption_sources, min_image_side
     from lora_studio.core.dataset.plan import check_from_config, format_training, plan_from_config
     from lora_studio.core.errors import DatasetError
@@ -124,7 +127,7 @@ def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None]) -
     from lora_studio.core.train.validation import split_validation, validation_set
 
     d, tr = cfg.dataset, cfg.train
-    report = check_from_config(cfg)
+    report = check_from_config(cfg, between)
     for skipped in report.skipped:
         say(f"Skipped {skipped.path.name}: {skipped.reason}", "warning")
     if not report.usable:
@@ -141,7 +144,8 @@ def prepare_training_set(cfg, processes: int, say: Callable[[str, str], None]) -
     if d.reg_path:
         reg = load_regularization(d.reg_path, caption_extension=d.caption_extension,
                                   min_size=min_image_side(d.resolution), trigger=d.trigger_word,
-                                  first_index=report.usable, settings=cfg.bucket_settings())
+                                  first_index=report.usable, settings=cfg.bucket_settings(),
+                                  between=between)
         for line in reg.skipped:
             say(f"Skipped regularization image {line}", "warning")
         for line in reg.warnings:

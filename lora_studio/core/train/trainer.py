@@ -186,7 +186,8 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
             control.stop_if_cancelled(f"Training cancelled while {doing}, before its first "
                                       "step: nothing was trained or saved.")
 
-    dataset = prepare_training_set(cfg, world, lambda text, level: say(ev.Log(text, level=level)))
+    dataset = prepare_training_set(cfg, world, lambda text, level: say(ev.Log(text, level=level)),
+                                   between=lambda: stop_if_cancelled("checking the dataset"))
     examples, reg, order, data = dataset.examples, dataset.reg, dataset.order, dataset.data
     num_train_images, total_steps = dataset.num_train_images, dataset.plan.total_steps
 
