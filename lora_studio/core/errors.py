@@ -55,3 +55,14 @@ class DeviceError(StudioError):
 
 class UnsafeFileError(StudioError):
     """A file that would need unsafe unpickling to load."""
+
+
+class DiskFullError(StudioError, OSError):
+    """A write failed because the disk (or the user's quota on it) is full. Also an OSError
+    (errno ENOSPC or EDQUOT), so code that handles a failed write as an OSError still does;
+    `strerror` is the whole sentence. Made by `fileio.disk_full_error`."""
+
+    def __init__(self, what: str, fix: str = "", errno_: int | None = None) -> None:
+        super().__init__(what, fix)
+        self.errno = errno_
+        self.strerror = what

@@ -223,12 +223,15 @@ class LoraLibrary(QObject):
 
 def lora_files_in(folder: Path) -> list[Path]:
     """The .safetensors files in `folder` and below (checkpoints/ folders of training runs
-    skipped: those are resume states, not LoRAs), sorted, at most MAX_FOLDER_FILES."""
+    skipped: those are resume states, not LoRAs; hidden files and folders too: the studio's
+    half-written temp files and staging folders, which a kill can leave), sorted, at most
+    MAX_FOLDER_FILES."""
     if not folder.is_dir():
         return []
     found = []
     for path in sorted(folder.rglob(f"*{LORA_SUFFIX}")):
-        if "checkpoints" in path.relative_to(folder).parts[:-1]:
+        parts = path.relative_to(folder).parts
+        if "checkpoints" in parts[:-1] or any(part.startswith(".") for part in parts):
             continue
         found.append(path)
         if len(found) >= MAX_FOLDER_FILES:

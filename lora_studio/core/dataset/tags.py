@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_studio.core.dataset.scan import DatasetReport, read_caption_text
-from lora_studio.core.errors import DatasetError
+from lora_studio.core.errors import DatasetError, DiskFullError
 from lora_studio.core.fileio import atomic_write_bytes, atomic_write_text
 
 SEPARATOR = ", "
@@ -247,6 +247,8 @@ def undo(changes: Sequence[CaptionChange]) -> None:
 def _write(path: Path, action: Callable[[], None]) -> None:
     try:
         action()
+    except DiskFullError:
+        raise  # already says which disk, how much is free and what to do
     except OSError as exc:
         raise DatasetError(f"Cannot write caption file {path}: {exc.strerror or exc}",
                            "Check that the folder is writable and the disk not full.") from exc

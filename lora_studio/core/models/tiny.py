@@ -77,18 +77,25 @@ def tiny_text_config(tokenizer, hidden: int, act: str, projection: int):
 
 
 def save_pipeline_folder(pipe, out_dir: str | Path) -> None:
-    """save_pretrained into a staging folder, then move it into place: never half a model."""
-    from lora_studio.core.fileio import new_folder_mode
+    """save_pretrained into a staging folder, then move it into place: never half a model, nor
+    half of an earlier folder there (`fileio.replace_folder`); a full disk is a DiskFullError."""
+    from lora_studio.core.fileio import (disk_full_error, is_disk_full, new_folder_mode,
+                                         replace_folder)
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        pipe.save_pretrained(staging, safe_serialization=True)
+        try:
+            pipe.save_pretrained(staging, safe_serialization=True)
+        except Exception as exc:
+            if not is_disk_full(exc, staging):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
+            raise disk_full_error(out_dir.parent, exc, f"{out_dir.name} was not written (an "
+                                  "earlier folder of that name is unchanged).") from exc
         staging.chmod(new_folder_mode())  # mkdtemp's 0700 would hide it from other users
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        replace_folder(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

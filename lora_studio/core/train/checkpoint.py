@@ -10,7 +10,9 @@ only (`lora_state.safetensors`, via the accelerate save/load hooks the trainer r
 
 Nothing in a checkpoint is a custom pickle: the learning-rate scheduler goes to JSON (accelerate
 would unpickle it with `weights_only=False`). The folder is written as `.step-<N>.partial` and
-renamed when complete, so a crash never leaves a half checkpoint under a real name.
+renamed when complete, so a crash never leaves a half checkpoint under a real name (the next
+save deletes what a killed run left; a full disk ends in `DiskFullError`, the partial folder
+removed).
 With `checkpoint.keep = N`, the checkpoints older than the newest N are deleted once a new one is
 complete (each renamed to `.step-<N>.deleting` first, so a crash mid-delete leaves no broken
 checkpoint under a real name).
@@ -28,7 +30,8 @@ from typing import Any
 import torch
 
 from lora_studio.core.errors import ConfigError, StudioError
-from lora_studio.core.fileio import atomic_write_text
+from lora_studio.core.fileio import (atomic_write_text, disk_full_error, is_disk_full,
+                                    replace_folder)
 
 STATE_FILE = "trainer_state.json"
 LORA_STATE_FILE = "lora_state.safetensors"
@@ -46,22 +49,27 @@ def save_checkpoint(accelerator, output_dir: Path, step: int, noise_generator: t
 
     final = checkpoint_dir(output_dir, step)
     partial = final.parent / f".{final.name}.partial"
-    if accelerator.is_main_process:
-        if partial.exists():
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True)
+    try:
+        if accelerator.is_main_process:
+            _remove_leftovers(final.parent)  # partial checkpoints of a run that was killed
+            partial.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial))
+        save_file({"state": noise_generator.get_state().cpu()},
+                  str(partial / f"noise_rng_{accelerator.process_index}.safetensors"))
+        if accelerator.is_main_process:
+            atomic_write_text(partial / STATE_FILE, json.dumps(trainer_state, indent=2))
+    except Exception as exc:
+        full = is_disk_full(exc, partial)  # before the partial folder frees its space
+        shutil.rmtree(partial, ignore_errors=True)
+        if full:
+            raise disk_full_error(final.parent, exc, f"Checkpoint step-{step} was not saved "
+                                  "(the earlier checkpoints are unchanged).") from exc
+        raise
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    rank = accelerator.process_index
-    save_file({"state": noise_generator.get_state().cpu()},
-              str(partial / f"noise_rng_{rank}.safetensors"))
     if accelerator.is_main_process:
-        atomic_write_text(partial / STATE_FILE, json.dumps(trainer_state, indent=2))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        # Over an earlier step-N (a run resumed before N): never half of either under the name.
+        replace_folder(partial, final, trash=final.parent / f".{final.name}.deleting")
         prune_checkpoints(output_dir, keep, protect=final)
     accelerator.wait_for_everyone()
     return final
@@ -98,6 +106,15 @@ def _delete_checkpoint(path: Path) -> None:
                           "Close any program using that folder, or set checkpoint.keep = 0 "
                           "to keep every checkpoint; resume from the newest one with "
                           "--resume.") from exc
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Delete the `.step-<N>.partial` / `.step-<N>.deleting` folders a killed run left in
+    `root` (never a complete checkpoint: those are named `step-<N>`)."""
+    for pattern in (".step-*.partial", ".step-*.deleting"):
+        for leftover in root.glob(pattern) if root.is_dir() else []:
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _complete_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:

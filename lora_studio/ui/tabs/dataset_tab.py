@@ -56,6 +56,7 @@ class DatasetTab(QWidget):
         self.setObjectName("DatasetTab")
         self._settings = settings
         self._current_row = -1
+        self._staying = False  # moving the selection back to an edit that could not be saved
         self._preview_key: tuple | None = None
         self.session = DatasetSession(settings, self)
         self.model = ImageGridModel(self)
@@ -243,6 +244,10 @@ class DatasetTab(QWidget):
         text = self.editor.text()
         try:
             target = self.session.save_caption(item, text)
+        except StudioError as exc:  # a full disk: which one, what is free, what to do
+            show_error(self, f"Could not save the caption of {item.image_path.name}. "
+                       f"{exc.user_message()}")
+            return False  # the edit stays in the editor, unsaved, to save again
         except OSError as exc:
             show_error(self, f"Could not save the caption of {item.image_path.name}: "
                        f"{exc.strerror or exc}", "Check that the folder is writable.")
@@ -352,15 +357,25 @@ class DatasetTab(QWidget):
             else None
 
     def _on_current_changed(self, current, previous) -> None:
-        self._autosave()
+        if self._staying:
+            return
+        if not self._autosave() and previous.isValid():
+            # The edit could not be saved (a full disk...): stay on its image, edit kept.
+            self._staying = True
+            try:
+                self.grid.selectionModel().setCurrentIndex(
+                    previous, QItemSelectionModel.ClearAndSelect)
+            finally:
+                self._staying = False
+            return
         self._current_row = current.row() if current.isValid() else -1
         self._show_caption_of_current()
 
-    def _autosave(self) -> None:
+    def _autosave(self) -> bool:
         """Unsaved caption edits are saved before anything replaces them (never dropped). Only
-        Save writes an unchanged caption (e.g. an explicit empty one for an uncaptioned image)."""
-        if self.editor.changed:
-            self.save_caption()
+        Save writes an unchanged caption (e.g. an explicit empty one for an uncaptioned image).
+        False when an edit could not be saved (the error is shown)."""
+        return self.save_caption() if self.editor.changed else True
 
     def _show_caption_of_current(self) -> None:
         item = self._item()
