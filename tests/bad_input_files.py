@@ -11,9 +11,12 @@ committed and are written at test time by `write_test_time_files`:
 - the empty model folder (git keeps no empty folders).
 
 Each entry names the fragments its refusal must hold (`says`), checked against what the user
-sees; the LyCORIS kinds (LoHa, LoKr, IA3, full-diff) name none: their wording will change when
-LyCORIS support lands, what must hold is a StudioError with a fix (and if a kind becomes
-supported, its entry moves to the accepted files).
+sees; the (IA)³ entry names none (what must hold is a StudioError with a fix).
+
+The LoHa, LoKr and full-difference files (issue 23) moved out of BAD_LORAS: LoRA Studio inspects
+and generates with them now. They stay in the folder as LYCORIS_LORAS, good files that the
+commands taking plain LoRAs only (merge, fuse, convert, resize) refuse by name, until those learn
+LyCORIS too.
 """
 
 from __future__ import annotations
@@ -78,10 +81,7 @@ BAD_LORAS = (
             ("text_encoder.encoder.layers.0.self_attn.q_proj has infinite values in its down "
              "weight",)),
     BadFile("nan_alpha.safetensors", "a NaN alpha", ("has NaN in its alpha",)),
-    BadFile("loha.safetensors", "a LyCORIS LoHa (hada_*)"),
-    BadFile("lokr.safetensors", "a LyCORIS LoKr (lokr_*)"),
     BadFile("ia3.safetensors", "a LyCORIS (IA)3 (on_input)"),
-    BadFile("full_diff.safetensors", "a LyCORIS full-difference (diff / diff_b)"),
     BadFile("model_checkpoint.safetensors", "a base model chosen as a LoRA",
             ("full model checkpoint",)),
     BadFile("wrong_shapes.safetensors", "rank 4, but 48-wide where the tiny model is 32",
@@ -97,6 +97,16 @@ BAD_LORAS = (
     BadFile("huge_header.safetensors", "a 100 MB JSON header", ("header", "100 MB"),
             test_time=True),
 )
+
+# good LyCORIS files: inspect and generate take them, the plain-LoRA commands refuse them
+LYCORIS_LORAS = tuple(
+    BadFile(f"{name}.safetensors", problem,
+            (f"is a LyCORIS {kind} file", "merge, fuse, convert and resize take plain LoRA"))
+    for name, kind, problem in (("loha", "LoHa", "a LyCORIS LoHa (hada_*)"),
+                                ("lokr", "LoKr", "a LyCORIS LoKr (lokr_*)"),
+                                ("full_diff", "full-difference",
+                                 "a LyCORIS full-difference (diff / diff_b)")))
+PLAIN_LORA_COMMANDS = ("merge", "fuse", "convert", "resize")
 
 BAD_MODELS = (
     BadFile("payload.ckpt", "a pickle checkpoint (torch.save zip) with a payload",

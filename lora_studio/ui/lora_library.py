@@ -3,7 +3,7 @@
 `LoraLibrary` (GUI thread; widgets only bind to it) keeps an ordered list of `LibraryItem`s, one
 per `.safetensors` file. Each file is read in the background with `core.lora.inspect_lora`
 (architecture, ranks, alphas, trigger words from the metadata); a file that is not a LoRA
-LoRA Studio can use (LoHa, LoKr, a truncated file, not safetensors at all...) stays in the list
+LoRA Studio can use ((IA)³, OFT, a truncated file, not safetensors at all...) stays in the list
 marked with the reason, so the user sees why it cannot be stacked, and nothing else is affected.
 
     library.add_files([...]) / add_folder(folder) / remove(path) / rescan()

@@ -17,7 +17,9 @@ from bad_input_files import (
     BAD_LORAS,
     BAD_MODELS,
     LORAS,
+    LYCORIS_LORAS,
     MODELS,
+    PLAIN_LORA_COMMANDS,
     BadFile,
     corpus,
     good_sd1_tensors,
@@ -146,6 +148,28 @@ def test_the_files_made_for_a_model_are_good_files(bad, capsys):
     assert "SDXL" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("entry, command", [
+    pytest.param(e, c, id=f"{e.id}-{c}") for e in LYCORIS_LORAS for c in PLAIN_LORA_COMMANDS])
+def test_lycoris_file_is_refused_by_the_plain_lora_commands(entry, command, bad, out_dir,
+                                                            capsys):
+    argv = lora_argv(command, bad.loras / entry.name, bad, "sd1", out_dir)
+    assert cli_main(argv) == 2
+    assert_refused(entry, capsys.readouterr().err)
+    assert_untouched(out_dir)
+
+
+@pytest.mark.parametrize("entry", LYCORIS_LORAS, ids=lambda e: e.id)
+def test_lycoris_file_is_inspected_and_generated_with(entry, bad, out_dir, capsys):
+    """The LyCORIS entries that left the bad list: good files for inspect and generate."""
+    lora = bad.loras / entry.name
+    assert cli_main(lora_argv("inspect", lora, bad, "sd1", out_dir)) == 0
+    assert "kind:       " + entry.says[0].removeprefix("is a LyCORIS ").removesuffix(" file") \
+        in capsys.readouterr().out
+    assert cli_main(lora_argv("generate", lora, bad, "sd1", out_dir)) == 0
+    assert f"{entry.name}: 1/1 modules matched" in capsys.readouterr().out
+    assert len(list(out_dir.glob("*.png"))) == 1
+
+
 def test_fuse_refuses_a_bad_lora_before_loading_the_model(bad, out_dir, capsys, monkeypatch):
     """A damaged LoRA is refused at once, not after minutes of loading an SDXL checkpoint."""
     from lora_studio.core.models import loading
@@ -219,12 +243,12 @@ def test_the_payloads_are_live_outside_the_studio(tmp_path):
 def test_the_committed_corpus_is_small_and_matches_the_table(tmp_path):
     """Every committed entry is there and nothing else; payloads and the 100 MB file are never
     committed; the writer makes the same set of files."""
-    for folder, entries in ((LORAS, BAD_LORAS), (MODELS, BAD_MODELS)):
+    for folder, entries in ((LORAS, BAD_LORAS + LYCORIS_LORAS), (MODELS, BAD_MODELS)):
         names = {p.name for p in folder.iterdir()}
         assert names == {e.name for e in entries if not e.test_time}
     files = [p for p in (*LORAS.rglob("*"), *MODELS.rglob("*")) if p.is_file()]
     assert all(p.stat().st_size <= 8192 for p in files), [p.name for p in files]
     assert sum(p.stat().st_size for p in files) < 300_000
     written = write_committed_loras(tmp_path / "l") + write_committed_models(tmp_path / "m")
-    assert {p.name for p in written} == {e.name for e in BAD_LORAS + BAD_MODELS
+    assert {p.name for p in written} == {e.name for e in BAD_LORAS + LYCORIS_LORAS + BAD_MODELS
                                          if not e.test_time}

@@ -517,18 +517,12 @@ def _unknown_keys(path, good):
     save_file(tensors, str(path))
 
 
-# kind -> (how the file is made from a good kohya LoRA, what the message must name)
+# kind -> (how the file is made from a good kohya LoRA, what the message must name).
+# LoHa, LoKr, DoRA and full-difference files are not here: the session renders them
+# (tests/e2e/test_lycoris_render.py), merge refuses them (tests/core/test_lycoris_kinds.py).
 REFUSED = {
-    "loha": (_with(False, **{"S.hada_w1_a": torch.randn(32, 4), "S.hada_w1_b": torch.randn(4, 32),
-                             "S.hada_w2_a": torch.randn(32, 4), "S.hada_w2_b": torch.randn(4, 32),
-                             "S.alpha": torch.tensor(4.0)}), ("LoHa", "plain LoRA/LoCon only")),
-    "lokr": (_with(False, **{"S.lokr_w1": torch.randn(4, 4), "S.lokr_w2": torch.randn(8, 8),
-                             "S.alpha": torch.tensor(4.0)}), ("LoKr", "plain LoRA/LoCon only")),
-    "dora_scale": (_with(**{"S.dora_scale": torch.randn(1, 32)}), ("DoRA",)),
-    "dora_peft_magnitude": (_with(False, **{"P.lora_A.weight": torch.randn(4, 32),
-                                            "P.lora_B.weight": torch.randn(32, 4),
-                                            "P.lora_magnitude_vector.weight": torch.randn(32)}),
-                            ("DoRA",)),
+    "ia3": (_with(False, **{"S.weight": torch.randn(32), "S.on_input": torch.tensor(False)}),
+            ("(IA)³", "plain LoRA/LoCon only")),
     "unknown_keys": (_unknown_keys, ("not LoRA weights", "mystery_tensor", "to_q.lora_scale")),
     "full_checkpoint": (_tensors(**{"model.diffusion_model.out.2.weight": torch.randn(4, 32)}),
                         ("full model checkpoint",)),

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication
 
 # refused when read: damaged, not safetensors, NaN, another kind, a pickle renamed
 UNREADABLE = ("truncated.safetensors", "png_renamed.safetensors", "empty.safetensors",
-              "header_not_json.safetensors", "nan_weights.safetensors", "loha.safetensors",
+              "header_not_json.safetensors", "nan_weights.safetensors", "ia3.safetensors",
               "payload_renamed.safetensors")
 # good files that do not fit the tiny SD 1.x model: refused when the session loads them
 MISFITS = ("wrong_shapes.safetensors", "sdxl_lora.safetensors")

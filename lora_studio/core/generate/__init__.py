@@ -11,7 +11,8 @@
 Modules: `samplers` (A1111/ComfyUI names → diffusers schedulers), `pnginfo` (the A1111
 `parameters` text, `<lora:...>` tags, model hash, PNG read/write), `preview` (per-step latent
 previews and the step callback), `adapters` (strengths and block weights → `set_adapters`,
-and a slider move → only that adapter's layers),
+and a slider move → only that adapter's layers), `lycoris_layers` (LoHa / LoKr / DoRA /
+full-difference files as patched layers beside the PEFT adapters),
 `session`, `cli_run` (`lora-studio generate`).
 Submodules are imported directly; importing this package is cheap.
 """

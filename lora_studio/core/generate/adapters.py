@@ -12,6 +12,10 @@ the pass sets every module of that adapter itself.
 slider move re-scales only the moved adapter's own layers (PEFT's `set_scale`, the same factors
 and the same float arithmetic as the full pass, so the result is bit-identical), while switching
 adapters on or off, adding or removing one goes through `set_adapter_weights`.
+
+LyCORIS networks (LoHa, LoKr, DoRA, full-difference) are not PEFT adapters: they sit in
+`generate.lycoris_layers` under the same kind of name, and `AdapterScales.apply` hands them
+their strengths there before the PEFT adapters get theirs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lora_studio.core.generate.lycoris_layers import (
+    apply_network_scales,
+    network_names,
+    remove_network,
+)
 from lora_studio.core.lora.block_weights import BlockWeights, UNetLayout, normalized
 
 # (adapter name, strength, block weights or None)
@@ -56,7 +65,11 @@ def set_adapter_weights(pipe: Any, active: Sequence[ActiveAdapter]) -> None:
 
 
 def pipe_adapters(pipe: Any) -> set[str]:
-    """The names of the adapters loaded in the pipeline (any part)."""
+    """The names of the adapters loaded in the pipeline (any part), LyCORIS networks too."""
+    return _peft_adapters(pipe) | network_names(pipe)
+
+
+def _peft_adapters(pipe: Any) -> set[str]:
     try:
         return {name for names in pipe.get_list_adapters().values() for name in names}
     except Exception:  # no PEFT layers yet
@@ -64,7 +77,9 @@ def pipe_adapters(pipe: Any) -> set[str]:
 
 
 def delete_adapter(pipe: Any, name: str) -> None:
-    if name in pipe_adapters(pipe):
+    if remove_network(pipe, name):
+        return
+    if name in _peft_adapters(pipe):
         pipe.delete_adapters([name])
 
 
@@ -135,9 +150,11 @@ class AdapterScales:
     def apply(self, active: Sequence[ActiveAdapter]) -> None:
         """Make the pipeline's active adapters and scales exactly `active`."""
         wanted = [(name, float(w), normalized(bw)) for name, w, bw in active]
+        wanted = apply_network_scales(self.pipe, wanted)  # the rest are PEFT adapters
         applied, self._applied = self._applied, None  # unknown until this call succeeds
         if not wanted:
-            self.pipe.disable_lora()
+            if _peft_adapters(self.pipe):  # with none loaded there is nothing to switch off
+                self.pipe.disable_lora()
         elif applied and [a[0] for a in applied] == [a[0] for a in wanted] \
                 and self._index() is not None:
             for new, old in zip(wanted, applied):

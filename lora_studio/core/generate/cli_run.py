@@ -118,14 +118,14 @@ def run_generate_command(args: argparse.Namespace) -> int:
     """Run `lora-studio generate` with the parsed arguments; returns the exit code."""
     from lora_studio.core.generate.session import GenerationRequest, GenerationSession
     from lora_studio.core.jobs import JobControl
-    from lora_studio.core.lora.formats import read_lora
+    from lora_studio.core.lora.lycoris_read import read_network
 
     loras = [parse_lora_arg(spec) for spec in args.lora]
     for path, *_ in loras:
         if not path.is_file():
             raise StudioError(f"LoRA file not found: {path}",
                               "Check the path; give a weight as FILE:0.8.")
-        read_lora(path)  # a damaged or unsupported file is refused before the model loads
+        read_network(path)  # a damaged or unsupported file is refused before the model loads
     request = GenerationRequest(
         prompt=args.prompt, negative=args.negative or "", steps=args.steps, cfg=args.cfg,
         seed=args.seed, width=args.width, height=args.height, sampler=args.sampler,

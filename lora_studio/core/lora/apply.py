@@ -3,6 +3,10 @@
 A1111 logs unmatched keys at debug level only, so a LoRA can load as a silent no-op
 (REFERENCE §2). Here every canonical module is looked up in the pipeline first: a LoRA made for
 another architecture, or one that fits nothing, is refused before the pipeline is touched.
+
+Plain LoRA / LoCon files load as PEFT adapters; LyCORIS files (LoHa, LoKr, DoRA,
+full-difference: `lora.lycoris`) as patched layers (`generate.lycoris_layers`), under the same
+adapter names and with the same checks.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from pathlib import Path
 import torch
 
 from lora_studio.core.errors import LoraFormatError
-from lora_studio.core.lora.formats import read_lora
 from lora_studio.core.lora.layouts import model_path, peft_state_dict
+from lora_studio.core.lora.lycoris import LycorisFile, NetworkModule, shape_problem
+from lora_studio.core.lora.lycoris_read import read_network
 from lora_studio.core.lora.model import ARCH_LABELS, LoraFile, LoraModule
 
 
@@ -76,8 +81,12 @@ def _find_module(modules_of, name: str) -> tuple[torch.nn.Module | None, str]:
     return None, path
 
 
-def _shape_problem(module: torch.nn.Module, lora: LoraModule) -> str | None:
+def _shape_problem(module: torch.nn.Module, lora: LoraModule | NetworkModule) -> str | None:
     """None when the LoRA factors fit the layer, else what does not fit."""
+    if isinstance(lora, NetworkModule):
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            return f"is a {type(module).__name__}, not a Linear or Conv2d layer"
+        return shape_problem(lora, module.weight.shape)
     if isinstance(module, torch.nn.Linear):
         fan_in, fan_out, kernel = module.in_features, module.out_features, (1, 1)
     elif isinstance(module, torch.nn.Conv2d):
@@ -107,22 +116,22 @@ def _label(arch: str | None) -> str:
     return ARCH_LABELS.get(arch or "", "an unknown model")
 
 
-def load_lora_into_pipeline(pipe, path_or_lorafile: str | os.PathLike[str] | LoraFile,
-                            adapter_name: str) -> LoadReport:
+def load_lora_into_pipeline(pipe, path_or_lorafile: str | os.PathLike[str] | LoraFile
+                            | LycorisFile, adapter_name: str) -> LoadReport:
     """Load a LoRA as adapter `adapter_name`; refuse (pipeline untouched) when the LoRA was made
     for another architecture, fits none of the pipeline's modules, or the name is taken."""
     lora = path_or_lorafile
     source = "This LoRA"
-    if not isinstance(lora, LoraFile):
+    if not isinstance(lora, (LoraFile, LycorisFile)):
         source = Path(lora).name  # which of several files a refusal is about
-        lora = read_lora(lora)
+        lora = read_network(lora)
     title = (lora.metadata.get("ss_output_name") or lora.metadata.get("modelspec.title")
              or source)
     target_arch = pipeline_arch(pipe)
     if lora.arch is not None and lora.arch != target_arch:
         raise LoraFormatError(f"{title} was made for {_label(lora.arch)}, this model is "
                               f"{_label(target_arch)}.", f"Load it on a {_label(lora.arch)} model.")
-    matched: dict[str, LoraModule] = {}
+    matched: dict[str, LoraModule | tuple[torch.nn.Module, NetworkModule]] = {}
     paths: dict[str, str] = {}
     unmatched: list[str] = []
     misfits: list[str] = []
@@ -136,7 +145,8 @@ def load_lora_into_pipeline(pipe, path_or_lorafile: str | os.PathLike[str] | Lor
         if problem:
             misfits.append(f"{name} {problem}")
             continue
-        matched[name], paths[name] = _fit(layer, module), path
+        fitted = (layer, module) if isinstance(module, NetworkModule) else _fit(layer, module)
+        matched[name], paths[name] = fitted, path
     if misfits:
         raise LoraFormatError(
             f"{title} does not fit this model ({_label(target_arch)}): {len(misfits)} layer(s) "
@@ -149,6 +159,13 @@ def load_lora_into_pipeline(pipe, path_or_lorafile: str | os.PathLike[str] | Lor
     if adapter_name in _adapter_names(pipe):
         raise LoraFormatError(f"A LoRA named {adapter_name!r} is already loaded.",
                               "Choose another name or remove the loaded one first.")
+    if isinstance(lora, LycorisFile):
+        from lora_studio.core.generate.lycoris_layers import attach_network
+
+        attach_network(pipe, adapter_name, [(model_path(name)[0], paths[name], layer, module)
+                                            for name, (layer, module) in matched.items()])
+        return LoadReport(adapter_name=adapter_name, matched=len(matched), unmatched=unmatched,
+                          total=len(lora.modules))
     state_dict, _ = peft_state_dict(LoraFile(modules=matched), paths=paths)
     try:
         pipe.load_lora_weights(state_dict, adapter_name=adapter_name)
@@ -161,7 +178,10 @@ def load_lora_into_pipeline(pipe, path_or_lorafile: str | os.PathLike[str] | Lor
 
 
 def _adapter_names(pipe) -> set[str]:
+    from lora_studio.core.generate.lycoris_layers import network_names
+
     try:
-        return {n for names in pipe.get_list_adapters().values() for n in names}
+        names = {n for names in pipe.get_list_adapters().values() for n in names}
     except Exception:  # a pipeline with no LoRA support yet reports nothing loaded
-        return set()
+        names = set()
+    return names | network_names(pipe)

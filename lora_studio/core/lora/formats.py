@@ -6,8 +6,10 @@
   `lora_adapter_metadata` JSON). On write the alpha/rank scale is folded into lora_B, so the
   file loads at the exact strength even in tools that ignore that JSON.
 
-Files of other kinds (LoHa, LoKr, DoRA, Tucker LoCon, ...) are refused with a message that names
-the kind, never half-loaded.
+Files of other kinds (Tucker LoCon, OFT, (IA)³, ...) are refused with a message that names the
+kind, never half-loaded. The LyCORIS kinds LoRA Studio generates with (LoHa, LoKr, DoRA,
+full-difference) are read by `lycoris_read.read_network`; `read_lora`, which merge, fuse, convert
+and resize use, refuses them by name too.
 """
 
 from __future__ import annotations
@@ -35,18 +37,24 @@ from lora_studio.core.models.architecture import (
 
 # key pattern (searched) -> what the file is; checked before anything else is parsed
 _OTHER_KINDS = [
-    (r"\.hada_", "LoHa"),
-    (r"\.lokr_", "LoKr"),
-    (r"dora_scale|lora_magnitude_vector", "DoRA"),
     (r"\.lora_mid\.", "LoCon with Tucker decomposition (lora_mid)"),
     (r"\.(oft_blocks|oft_diag|boft_)", "OFT"),
     (r"\.on_input$", "(IA)³"),
     (r"\.(w_norm|b_norm)$", "LyCORIS norm"),
-    (r"\.(diff|diff_b)$", "LyCORIS full-difference"),
     (r"lora_embedding_", "embedding LoRA"),
+]
+# the kinds LoRA Studio generates with (core.lora.lycoris) but merges, fuses, converts and
+# resizes not: `read_lora` refuses them, `lycoris_read.read_network` reads them
+LYCORIS_KINDS = [
+    (r"\.hada_", "LyCORIS LoHa"),
+    (r"\.lokr_", "LyCORIS LoKr"),
+    (r"dora_scale|lora_magnitude_vector", "DoRA"),
+    (r"\.(diff|diff_b)$", "LyCORIS full-difference"),
 ]
 _FIX_KIND = ("LoRA Studio supports plain LoRA/LoCon only; convert it to a plain LoRA in the "
              "tool that made it.")
+_FIX_LYCORIS = ("Load it in the Mix or with `lora-studio generate`; to merge, fuse, convert or "
+                "resize it, export it as a plain LoRA from the tool that made it.")
 _FIX_DAMAGED = "Download or export it again: the file is damaged or not a plain LoRA."
 _WRITE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -89,7 +97,22 @@ def lora_from_state_dict(tensors: dict[str, torch.Tensor], metadata: dict[str, s
                     arch=detect_arch(modules, metadata, sgm_names=sgm))
 
 
-def refuse_other_kinds(keys, source: str) -> None:
+def lycoris_kind(keys) -> str | None:
+    """The LyCORIS kind (LYCORIS_KINDS) a file's keys show, if any."""
+    keys = list(keys)
+    for pattern, kind in LYCORIS_KINDS:
+        if any(re.search(pattern, k) for k in keys):
+            return kind
+    return None
+
+
+def is_lycoris(keys) -> bool:
+    return lycoris_kind(keys) is not None
+
+
+def refuse_other_kinds(keys, source: str, *, lycoris_ok: bool = False) -> None:
+    """Refuse what is not a LoRA LoRA Studio reads, naming what it is; the LyCORIS kinds too
+    unless `lycoris_ok`."""
     keys = list(keys)
     if any(k.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model."))
            for k in keys):
@@ -103,6 +126,11 @@ def refuse_other_kinds(keys, source: str) -> None:
         if any(re.search(pattern, k) for k in keys):
             raise LoraFormatError(f"{source} is a {kind} file; LoRA Studio supports plain "
                                   "LoRA/LoCon only.", _FIX_KIND)
+    kind = None if lycoris_ok else lycoris_kind(keys)
+    if kind:
+        raise LoraFormatError(f"{source} is a {kind} file: LoRA Studio generates with it, but "
+                              "merge, fuse, convert and resize take plain LoRA/LoCon only.",
+                              _FIX_LYCORIS)
 
 
 def _check_shapes(name: str, module: LoraModule, source: str) -> None:
@@ -144,12 +172,17 @@ def detect_arch(modules: dict[str, LoraModule], metadata: dict[str, str], *,
     for name, module in modules.items():
         if name.startswith("unet.") and name.endswith("attn2.to_k"):
             for arch, width in widths.items():
-                if module.down.shape[1] == width:
+                if _fan_in(module) == width:
                     return arch
         if name.startswith("text_encoder.") and name.endswith("self_attn.q_proj"):
-            if module.down.shape[1] == widths["sd2"]:  # OpenCLIP ViT-H is 1024 wide
+            if _fan_in(module) == widths["sd2"]:  # OpenCLIP ViT-H is 1024 wide
                 return "sd2"
     return None
+
+
+def _fan_in(module) -> int:
+    """The input width of a module's layer: a LoraModule, or a LyCORIS module (`in_features`)."""
+    return int(module.in_features if hasattr(module, "in_features") else module.down.shape[1])
 
 
 def write_lora(lora: LoraFile, path: str | os.PathLike[str], *, layout: str = "kohya",

@@ -153,6 +153,17 @@ def _split_peft_key(key: str) -> tuple[str, str, str, bool] | None:
     return component, path, part, prefixed
 
 
+def peft_module_name(stem: str) -> str | None:
+    """The canonical name of the module a diffusers / PEFT key names without its factor suffix
+    (`unet.<path>`, `text_encoder.text_model.<path>`, `base_model.model.<path>`); None when it
+    names no known component."""
+    split = _split_peft_key(stem + ".lora_A.weight")
+    if split is None:
+        return None
+    component, path, _, _ = split
+    return f"{component}.{path if component == 'unet' else path.removeprefix('text_model.')}"
+
+
 def adapter_configs(metadata: dict[str, str]) -> dict[str, dict]:
     """Per-component LoraConfig dicts from diffusers' `lora_adapter_metadata` JSON."""
     raw = metadata.get(ADAPTER_METADATA_KEY)
