@@ -113,6 +113,12 @@ def _add_memory(sub: argparse._SubParsersAction) -> None:
     add_parser(sub)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from lora_studio.core.serve.cli_run import add_parser
+
+    add_parser(sub)
+
+
 # ---------------------------------------------------------------- inspect
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="show what a LoRA file holds")
@@ -173,12 +179,44 @@ def parse_weighted_path(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
+_LORA_SPEC_HELP = ("`:lbw=` gives A1111 LoRA Block Weight factors, baked in: a preset (ALL, NONE, "
+                   "INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL, ALL0.5, NO_TE, STYLE) or 17 "
+                   "numbers BASE,IN01,...,OUT11")
+
+
+def _mix_items(specs: list[str], action: str) -> list[tuple]:
+    """`FILE[:WEIGHT][:lbw=BLOCKS]` specs -> (path, weight, block weights) for merge / fuse."""
+    from lora_studio.core.errors import StudioError
+    from lora_studio.core.generate.cli_run import parse_lora_arg
+
+    items = []
+    for spec in specs:
+        path, weight, block_weights, start = parse_lora_arg(spec)
+        if start:
+            raise StudioError(f"{spec}: start= is a render setting; {action} cannot bake it in.",
+                              "Leave out :start= (the LoRA then acts from the first step).")
+        items.append((path, weight, block_weights))
+    return items
+
+
 def _add_merge(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="merge LoRAs into one file (exactly, or re-ranked by SVD)")
-    p.add_argument("inputs", nargs="+", metavar="FILE[:WEIGHT]", help="LoRAs and their weights")
+    p = sub.add_parser("merge", help="merge LoRAs of any kind into one LoRA file (exactly, or "
+                                     "re-ranked by SVD)")
+    p.add_argument("inputs", nargs="+", metavar="FILE[:WEIGHT][:lbw=BLOCKS]",
+                   help="LoRAs (plain, LoHa, LoKr, DoRA, full-difference) and their weights; "
+                        + _LORA_SPEC_HELP)
     p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
-    p.add_argument("--rank", type=int, default=None,
-                   help="re-rank every module to at most this rank (SVD); default: exact merge")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--rank", type=int, default=None,
+                     help="re-rank every module to at most this rank (SVD); default: exact "
+                          "merge, which plain LoRAs allow (LyCORIS kinds need --rank or --keep)")
+    how.add_argument("--keep", type=float, default=None,
+                     help="instead of --rank: per module the smallest rank keeping this share "
+                          "of the update (e.g. 0.99)")
+    p.add_argument("--model", default=None,
+                   help="the base model the LoRAs are for: needed for DoRA files; block weights "
+                        "are mapped on its UNet (default: the standard UNet of the LoRAs' "
+                        "architecture)")
     p.add_argument("--format", choices=["kohya", "diffusers"], default="kohya",
                    help="key layout of the output (default: kohya, for A1111/ComfyUI/Forge)")
     p.add_argument("--title", default=None, help="name stored in the file's metadata")
@@ -186,14 +224,22 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from lora_studio.core.lora.formats import write_lora
+    from lora_studio.core.lora.card import save_lora_with_card
     from lora_studio.core.lora.merge import merge_loras
 
-    items = [parse_weighted_path(spec) for spec in args.inputs]
-    result = merge_loras(items, rank=args.rank, title=args.title)
-    for name, weight, count in result.sources or []:
-        print(f"{name}: weight {weight:g}, {count} modules")
-    out = write_lora(result.lora, args.out, layout=args.format)
+    items = _mix_items(args.inputs, "a merge")
+    result = merge_loras(items, rank=args.rank, keep=args.keep, title=args.title,
+                         model=args.model)
+    shares = result.input_retained or [None] * len(result.sources or [])
+    for (name, weight, count), share in zip(result.sources or [], shares):
+        kept = "" if share is None else f", kept {100 * share:.2f}% of its update"
+        print(f"{name}: weight {weight:g}, {count} modules{kept}")
+    for note in result.notes:
+        print(f"note: {note}")
+    out, note = save_lora_with_card(result.lora, args.out, layout=args.format,
+                                    sources=[item[0] for item in items])
+    if note:
+        print(note)
     lora = result.lora
     print(f"Merged {len(lora.modules)} modules (rank {lora.metadata['ss_network_dim']}) "
           f"into {out}")
@@ -207,7 +253,8 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def _add_resize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("resize", help="change a LoRA's rank by SVD (strength preserved)")
+    p = sub.add_parser("resize", help="change a LoRA's rank by SVD (strength preserved); a "
+                                      "LyCORIS file becomes a plain LoRA")
     p.add_argument("input", type=Path)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--rank", type=int, help="the new rank of every module")
@@ -215,15 +262,20 @@ def _add_resize(sub: argparse._SubParsersAction) -> None:
                      help="per module, the smallest rank keeping this share (e.g. 0.95)")
     p.add_argument("--out", type=Path, required=True, help="output .safetensors file")
     p.add_argument("--format", choices=["kohya", "diffusers"], default="kohya")
+    p.add_argument("--model", default=None,
+                   help="the base model the LoRA is for (needed for a DoRA file)")
     p.set_defaults(handler=_run_resize)
 
 
 def _run_resize(args: argparse.Namespace) -> int:
-    from lora_studio.core.lora.formats import write_lora
+    from lora_studio.core.lora.card import save_lora_with_card
     from lora_studio.core.lora.resize import resize_lora
 
-    result = resize_lora(args.input, rank=args.rank, keep=args.keep)
-    out = write_lora(result.lora, args.out, layout=args.format)
+    result = resize_lora(args.input, rank=args.rank, keep=args.keep, model=args.model)
+    out, note = save_lora_with_card(result.lora, args.out, layout=args.format,
+                                    sources=[args.input])
+    if note:
+        print(note)
     ranks = sorted(result.lora.ranks)
     shown = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]} (per module)"
     print(f"Wrote {out}: rank {shown}, kept {100 * result.overall_retained:.2f}% of the update "
@@ -242,8 +294,10 @@ def _add_grid(sub: argparse._SubParsersAction) -> None:
 def _add_fuse(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fuse", help="bake LoRAs into a base model (checkpoint or folder)")
     p.add_argument("--model", default=None, help="base model (default: the built-in one)")
-    p.add_argument("--lora", action="append", required=True, metavar="FILE[:WEIGHT]",
-                   help="a LoRA and its weight; repeat for several")
+    p.add_argument("--lora", action="append", required=True,
+                   metavar="FILE[:WEIGHT][:lbw=BLOCKS]",
+                   help="a LoRA of any kind and its weight; repeat for several. "
+                        + _LORA_SPEC_HELP)
     p.add_argument("--out", type=Path, required=True,
                    help="OUT.safetensors: a single-file checkpoint (A1111, ComfyUI); "
                         "otherwise a diffusers folder")
@@ -253,7 +307,7 @@ def _add_fuse(sub: argparse._SubParsersAction) -> None:
 def _run_fuse(args: argparse.Namespace) -> int:
     from lora_studio.core.lora.fuse import fuse_loras
 
-    items = [parse_weighted_path(spec) for spec in args.lora]
+    items = _mix_items(args.lora, "fuse")
     out = fuse_loras(args.model, items, args.out)
     print(f"Fused {len(items)} LoRA(s) into {out}")
     return 0
@@ -304,6 +358,27 @@ def _run_screenshot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- install-desktop
+def _add_install_desktop(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("install-desktop", help="add LoRA Studio to your desktop's menu (Linux: "
+                       "a .desktop entry and icon for this user, starting this install)")
+    p.add_argument("--remove", action="store_true", help="remove the entry and icon again")
+    p.set_defaults(handler=_run_install_desktop)
+
+
+def _run_install_desktop(args: argparse.Namespace) -> int:
+    from lora_studio.core.desktop import install_desktop_entry, remove_desktop_entry
+
+    change = remove_desktop_entry() if args.remove else install_desktop_entry()
+    for path in change.written:
+        print(f"Wrote {path}")
+    for path in change.removed:
+        print(f"Removed {path}")
+    for note in change.notes:
+        print(f"Note: {note}")
+    return 0
+
+
 # ---------------------------------------------------------------- tiny-shapes
 def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
     from lora_studio.core.models.tiny_shapes.cli_run import add_parser
@@ -314,7 +389,7 @@ def _add_tiny_shapes(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------- main
 _COMMANDS = [_add_make_tiny_model, _add_tiny_shapes, _add_dataset, _add_train, _add_inspect,
              _add_generate, _add_merge, _add_resize, _add_fuse, _add_grid, _add_convert,
-             _add_screenshot, _add_advise, _add_memory]
+             _add_screenshot, _add_advise, _add_memory, _add_install_desktop, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,10 +13,10 @@ committed and are written at test time by `write_test_time_files`:
 Each entry names the fragments its refusal must hold (`says`), checked against what the user
 sees; the (IA)³ entry names none (what must hold is a StudioError with a fix).
 
-The LoHa, LoKr and full-difference files (issue 23) moved out of BAD_LORAS: LoRA Studio inspects
-and generates with them now. They stay in the folder as LYCORIS_LORAS, good files that the
-commands taking plain LoRAs only (merge, fuse, convert, resize) refuse by name, until those learn
-LyCORIS too.
+The LoHa, LoKr and full-difference files (issue 23) moved out of BAD_LORAS: LoRA Studio inspects,
+generates with, merges (with a rank), fuses and resizes them now. They stay in the folder as
+LYCORIS_LORAS, good files that the command taking plain LoRAs only (convert, PLAIN_LORA_COMMANDS)
+refuses by name: no plain LoRA holds their update exactly.
 """
 
 from __future__ import annotations
@@ -98,15 +98,15 @@ BAD_LORAS = (
             test_time=True),
 )
 
-# good LyCORIS files: inspect and generate take them, the plain-LoRA commands refuse them
+# good LyCORIS files: inspect, generate, merge, fuse and resize take them, convert refuses them
 LYCORIS_LORAS = tuple(
     BadFile(f"{name}.safetensors", problem,
-            (f"is a LyCORIS {kind} file", "merge, fuse, convert and resize take plain LoRA"))
+            (f"is a LyCORIS {kind} file", "convert re-saves plain LoRA/LoCon files only"))
     for name, kind, problem in (("loha", "LoHa", "a LyCORIS LoHa (hada_*)"),
                                 ("lokr", "LoKr", "a LyCORIS LoKr (lokr_*)"),
                                 ("full_diff", "full-difference",
                                  "a LyCORIS full-difference (diff / diff_b)")))
-PLAIN_LORA_COMMANDS = ("merge", "fuse", "convert", "resize")
+PLAIN_LORA_COMMANDS = ("convert",)
 
 BAD_MODELS = (
     BadFile("payload.ckpt", "a pickle checkpoint (torch.save zip) with a payload",

@@ -177,6 +177,21 @@ def dora(axis: str = "out", rank: int = 4, alpha: float | None = 2.0):
     return make
 
 
+def plain(rank: int = 2, alpha: float | None = 1.0):
+    """A plain LoRA / LoCon module (`lora_down` / `lora_up`, kohya naming): a file of only these
+    is a plain LoRA file (a PEFT adapter in the session)."""
+    def make(weight, bias, g) -> Made:
+        out, inp, *kernel = weight.shape
+        down = torch.randn(rank, inp, *kernel, generator=g)
+        up = torch.randn(out, rank, *([1, 1] if kernel else []), generator=g)
+        scale = 1.0 if alpha is None else alpha / rank
+        delta = scale * low_rank(up.flatten(1), down.flatten(1)).reshape(weight.shape)
+        up = up * (_target(weight) / float(delta.std()))
+        delta = scale * low_rank(up.flatten(1), down.flatten(1)).reshape(weight.shape)
+        return _made({"lora_down.weight": down, "lora_up.weight": up}, alpha, delta)
+    return make
+
+
 def diff(with_bias: bool = True):
     def make(weight, bias, g) -> Made:
         t = {"diff": torch.randn(weight.shape, generator=g) * _target(weight)}

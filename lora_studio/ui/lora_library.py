@@ -5,6 +5,9 @@ per `.safetensors` file. Each file is read in the background with `core.lora.ins
 (architecture, ranks, alphas, trigger words from the metadata); a file that is not a LoRA
 LoRA Studio can use ((IA)³, OFT, a truncated file, not safetensors at all...) stays in the list
 marked with the reason, so the user sees why it cannot be stacked, and nothing else is affected.
+A1111's card beside a file (`<stem>.json`: activation text, preferred weight, notes...) is read
+with it (`core.lora.card.read_card`): `item.card`, and `item.card_note` when (part of) the card
+could not be used.
 
     library.add_files([...]) / add_folder(folder) / remove(path) / rescan()
     library.items -> tuple[LibraryItem, ...]      library.item(path) -> LibraryItem | None
@@ -40,6 +43,13 @@ class LibraryItem:
     path: Path
     info: Any = None
     error: str | None = None
+    card: Any = None  # core.lora.card.LoraCard, or None (no card, or not readable)
+    card_note: str | None = None  # what of the card was ignored, and why
+
+    @property
+    def activation_text(self) -> str:
+        """The card's activation text (A1111 puts it after the LoRA's tag), or ""."""
+        return self.card.activation_text if self.card is not None else ""
 
     @property
     def name(self) -> str:
@@ -151,13 +161,23 @@ class LoraLibrary(QObject):
             self.changed.emit()
 
     def rescan(self) -> int:
-        """Look in the library's folders again (new files appear; deleted ones go)."""
+        """Look in the library's folders again (new files appear; deleted ones go; cards
+        edited meanwhile, e.g. in A1111, are read again)."""
+        from lora_studio.core.lora.card import read_card
+
         gone = [k for k, item in self._items.items() if not item.path.is_file()]
         for key in gone:
             del self._items[key]
+        edited = 0
+        for key, item in list(self._items.items()):
+            if item.usable:
+                found = read_card(item.path)
+                if (found.card, found.note) != (item.card, item.card_note):
+                    self._items[key] = replace(item, card=found.card, card_note=found.note)
+                    edited += 1
         added = sum(self._add(lora_files_in(folder), emit=False)
                     for folder in self._default_folders + self._folders)
-        if gone or added:
+        if gone or added or edited:
             self.changed.emit()
         return added
 
@@ -199,13 +219,16 @@ class LoraLibrary(QObject):
         key = path_key(path)
 
         def read() -> Any:
+            from lora_studio.core.lora.card import read_card
             from lora_studio.core.lora.inspect import inspect_lora
 
-            return inspect_lora(path)
+            return inspect_lora(path), read_card(path)
 
-        def done(info: Any) -> None:
+        def done(result: Any) -> None:
+            info, found = result
             if key in self._items:
-                self._items[key] = replace(self._items[key], info=info, error=None)
+                self._items[key] = replace(self._items[key], info=info, error=None,
+                                           card=found.card, card_note=found.note)
                 self.changed.emit()
 
         def failed(exc: BaseException) -> None:

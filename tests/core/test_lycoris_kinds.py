@@ -1,7 +1,8 @@
 """LyCORIS kinds (issue 23): each module's update (`lycoris.delta_weight`) equals LyCORIS's
 formula computed independently (tests/lycoris_files.py); files are read with their names,
 arch, ranks and alphas; damaged ones are refused naming the module; `inspect` shows the kind
-per module group; the plain-LoRA tools (merge, convert, resize, fuse) refuse them by name."""
+per module group; convert (plain LoRA files only) refuses them by name, and merge / resize
+say what they need (a rank, the base model for DoRA; tests/core/test_merge_kinds.py merges)."""
 
 from __future__ import annotations
 
@@ -257,25 +258,26 @@ def test_inspect_of_a_full_difference_file(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- plain tools
-def test_plain_lora_tools_refuse_a_lycoris_file_by_name(tmp_path, capsys):
+def test_convert_refuses_a_lycoris_file_and_merge_says_what_it_needs(tmp_path, capsys):
     path = _mixed_file(tmp_path / "mixed.safetensors")
     with pytest.raises(LoraFormatError) as info:
         read_lora(path)
     message = str(info.value)
-    assert message.startswith("mixed.safetensors is a LyCORIS LoHa file: LoRA Studio "
-                              "generates with it, but merge, fuse, convert and resize")
-    assert "lora-studio generate" in info.value.fix
+    assert message.startswith("mixed.safetensors is a LyCORIS LoHa file: convert re-saves plain "
+                              "LoRA/LoCon files only")
+    assert "lora-studio resize" in info.value.fix
     good = tmp_path / "good.safetensors"
     save_file({f"{STEM}.lora_down.weight": torch.randn(2, 32, 1, 1),
                f"{STEM}.lora_up.weight": torch.randn(32, 2, 1, 1)}, str(good))
-    with pytest.raises(LoraFormatError, match="LyCORIS LoHa"):
-        merge_loras([(good, 1.0), (path, 0.5)])
+    with pytest.raises(LoraFormatError, match="mixed.safetensors holds DoRA modules"):
+        merge_loras([(good, 1.0), (path, 0.5)], rank=8)  # its DoRA update needs the model
     out = tmp_path / "out.safetensors"
-    for argv in (["merge", str(good), str(path), "--out", str(out)],
-                 ["convert", str(path), "--format", "diffusers", "--out", str(out)],
-                 ["resize", str(path), "--rank", "2", "--out", str(out)],
-                 ["fuse", "--model", str(tmp_path / "no-model"), "--lora", str(path),
-                  "--out", str(out)]):
+    for argv, says in ((["convert", str(path), "--format", "diffusers", "--out", str(out)],
+                        message),
+                       (["merge", str(good), str(path), "--rank", "8", "--out", str(out)],
+                        "mixed.safetensors holds DoRA modules"),
+                       (["resize", str(path), "--rank", "2", "--out", str(out)],
+                        "mixed.safetensors holds DoRA modules")):
         assert cli_main(argv) == 2, argv
-        assert capsys.readouterr().err.startswith(f"error: {message}"), argv
+        assert capsys.readouterr().err.startswith(f"error: {says}"), argv
         assert not out.exists()

@@ -170,6 +170,33 @@ def test_lycoris_file_is_inspected_and_generated_with(entry, bad, out_dir, capsy
     assert len(list(out_dir.glob("*.png"))) == 1
 
 
+@pytest.mark.parametrize("entry", LYCORIS_LORAS, ids=lambda e: e.id)
+def test_lycoris_file_is_merged_fused_and_resized(entry, bad, out_dir, capsys):
+    """The LyCORIS entries through the commands that took plain LoRAs only: merge wants a rank
+    (exit 2 naming the file without one), then merges; resize makes a plain LoRA of it; fuse
+    bakes it in, except a bias update (diff_b) for a layer without a bias (exit 2, said so)."""
+    lora = bad.loras / entry.name
+    assert cli_main(lora_argv("merge", lora, bad, "sd1", out_dir)) == 2
+    err = capsys.readouterr().err
+    assert f"error: {entry.name} {entry.says[0]}" in err and "--rank" in err, err
+    assert_untouched(out_dir)
+    written = out_dir.parent / "written"
+    for argv in (["merge", str(bad.good), f"{lora}:0.5", "--rank", "4", "--out",
+                  str(written / "merged.safetensors")],
+                 ["resize", str(lora), "--rank", "2", "--out", str(written / "resized.safetensors")]):
+        assert cli_main(argv) == 0, capsys.readouterr().err
+    assert len(list(written.glob("*.safetensors"))) == 2
+    fuse = ["fuse", "--model", str(bad.model("sd1")), "--lora", f"{lora}:0.5", "--out",
+            str(written / "fused")]
+    if entry.name == "full_diff.safetensors":  # its diff_b is on to_q, which has no bias
+        assert cli_main(fuse) == 2
+        assert "adds to a bias (diff_b), and that layer of this model has none" in \
+            capsys.readouterr().err
+    else:
+        assert cli_main(fuse) == 0, capsys.readouterr().err
+        assert (written / "fused" / "model_index.json").is_file()
+
+
 def test_fuse_refuses_a_bad_lora_before_loading_the_model(bad, out_dir, capsys, monkeypatch):
     """A damaged LoRA is refused at once, not after minutes of loading an SDXL checkpoint."""
     from lora_studio.core.models import loading

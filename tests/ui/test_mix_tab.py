@@ -441,10 +441,18 @@ def test_save_merged_writes_the_stack_as_one_lora(window, qtbot, lora_dir, tmp_p
         assert merged.modules[name].delta_weight().allclose(expected, atol=1e-5)
     assert "Saved the merge of 2 LoRAs" in tab.stack_status.text()
 
-    choose_preset(tab.rows()[0].blocks_editor, "OUTALL")  # not baked in: the merge says so
+    choose_preset(tab.rows()[0].blocks_editor, "OUTALL")  # baked in, block by block
     with qtbot.waitSignal(tab.exported, timeout=60_000):
         assert tab.save_merged(tmp_path / "mix2.safetensors")
-    assert "Block weights (zqstar) are not part of the merge" in tab.stack_status.text()
+    merged = read_lora(tmp_path / "mix2.safetensors")
+    assert merged.metadata["modelspec.merged_from"] == (
+        "zqstar.safetensors:0.5:lbw=OUTALL, inkwash.safetensors:-0.25")
+    for name in a.modules:  # OUTALL on the tiny UNet: IN01 (down level 0) and MID at 0
+        factor = 0.0 if name.startswith(("unet.down_blocks.0.", "unet.mid_block.")) else 1.0
+        expected = (0.5 * factor * a.modules[name].delta_weight()
+                    - 0.25 * b.modules[name].delta_weight())
+        assert merged.modules[name].delta_weight().allclose(expected, atol=1e-5), name
+    assert "Saved the merge of 2 LoRAs" in tab.stack_status.text()
 
 
 def test_the_stack_and_preview_settings_come_back(make_window, window, qtbot, lora_dir,

@@ -1,11 +1,13 @@
 """Active adapters and their strengths on a pipeline: plain weights or per-block weights.
 
-A LoRA without block weights gets its float through `set_adapters`. One with block weights gets
-diffusers' dict form (`BlockWeights.to_diffusers`), which sets the text encoder and every
-transformer block. diffusers cannot name the rest of the UNet in that form: LoCon conv layers
-in resnets and samplers would be left at scale 1.0 whatever the strength (and layers outside
-down / mid / up, e.g. `conv_in`, make its lookup fail), so a second pass sets those modules
-from `BlockWeights.module_factor`. When diffusers' dict form cannot be used at all on this UNet
+A LoRA without block weights gets its float through `set_adapters`; one whose text encoders
+take another weight than its UNet (`<lora:name:te:unet>`) gets diffusers' per-component dict
+`{"text_encoder": te, "unet": w}`. One with block weights gets diffusers' dict form
+(`BlockWeights.to_diffusers`), which sets the text encoder and every transformer block.
+diffusers cannot name the rest of the UNet in that form: LoCon conv layers in resnets and
+samplers would be left at scale 1.0 whatever the strength (and layers outside down / mid / up,
+e.g. `conv_in`, make its lookup fail), so a second pass sets those modules from
+`BlockWeights.module_factor`. When diffusers' dict form cannot be used at all on this UNet
 the pass sets every module of that adapter itself.
 
 `AdapterScales` keeps a pipeline's adapters at what a session asks for with the least work: a
@@ -30,38 +32,49 @@ from lora_studio.core.generate.lycoris_layers import (
 )
 from lora_studio.core.lora.block_weights import BlockWeights, UNetLayout, normalized
 
-# (adapter name, strength, block weights or None)
-ActiveAdapter = tuple[str, float, "BlockWeights | None"]
+# (adapter name, strength, block weights or None[, text-encoder strength or None: strength])
+ActiveAdapter = tuple  # (str, float, BlockWeights | None) or (..., float | None)
 _TRANSFORMER_PARENTS = ("down_blocks.", "up_blocks.", "mid_block.")
 
 
+def normalized_adapters(active: Sequence[ActiveAdapter]) -> list[tuple]:
+    """`active` as (name, strength, block weights or None, text-encoder strength) each."""
+    out = []
+    for name, weight, bw, *te in active:
+        te_weight = te[0] if te and te[0] is not None else weight
+        out.append((name, float(weight), normalized(bw), float(te_weight)))
+    return out
+
+
 def set_adapter_weights(pipe: Any, active: Sequence[ActiveAdapter]) -> None:
-    """Activate exactly `active` on `pipe` at their strengths (block weights where given)."""
-    names = [name for name, _, _ in active]
-    if not any(normalized(bw) is not None for _, _, bw in active):
-        pipe.set_adapters(names, [float(w) for _, w, _ in active])
+    """Activate exactly `active` on `pipe` at their strengths (block weights and text-encoder
+    strengths where given)."""
+    active = normalized_adapters(active)
+    names = [name for name, *_ in active]
+    if all(bw is None and te == w for _, w, bw, te in active):
+        pipe.set_adapters(names, [w for _, w, _, _ in active])
         return
     unet = pipe.unet
     layout = UNetLayout.of(unet)
     dict_ok = _dict_form_fits(unet, layout)
     parts = _adapter_parts(pipe)
     weights: list[Any] = []
-    for name, weight, bw in active:
-        bw = normalized(bw)
-        if bw is None:
-            weights.append(float(weight))
-            continue
+    for name, weight, bw, te in active:
         encoders = tuple(p for p in parts.get(name, ()) if p.startswith("text_encoder"))
-        if dict_ok:
-            weights.append(bw.to_diffusers(weight, layout, encoders))
+        if bw is None and te == weight:
+            weights.append(weight)
+        elif bw is None:
+            weights.append({**{e: te for e in encoders},
+                            **({"unet": weight} if "unet" in parts.get(name, ()) else {})})
+        elif dict_ok:
+            weights.append({**bw.to_diffusers(weight, layout, encoders),
+                            **{e: te * bw.text_encoder for e in encoders}})
         else:
-            weights.append({**{e: weight * bw.text_encoder for e in encoders},
-                            "unet": float(weight)})
+            weights.append({**{e: te * bw.text_encoder for e in encoders}, "unet": weight})
     pipe.set_adapters(names, weights)
-    for name, weight, bw in active:
-        bw = normalized(bw)
+    for name, weight, bw, _ in active:
         if bw is not None:
-            _scale_unet_modules(unet, name, float(weight), bw, layout, skip_blocks=dict_ok)
+            _scale_unet_modules(unet, name, weight, bw, layout, skip_blocks=dict_ok)
 
 
 def pipe_adapters(pipe: Any) -> set[str]:
@@ -130,10 +143,11 @@ class AdapterScales:
     `apply(active)`: when the active adapter names (in order) are those applied last, only the
     adapters whose strength or block weights changed are re-scaled, each through the list of its
     own LoRA layers (one walk of the model, kept until `reset`), with the factor
-    `set_adapter_weights` would give it: `strength` for a plain LoRA; with block weights,
-    `strength * module_factor(module)` in the UNet and `strength * text_encoder` in the text
-    encoders. Anything else (an adapter switched on or off, reordered, none active, or after
-    `reset`) goes through `set_adapter_weights`, which walks every LoRA layer of the pipeline.
+    `set_adapter_weights` would give it: `strength` in the UNet and the text-encoder strength
+    (default: `strength`) in the text encoders; with block weights, `strength *
+    module_factor(module)` in the UNet and `te strength * text_encoder` in the text encoders.
+    Anything else (an adapter switched on or off, reordered, none active, or after `reset`) goes
+    through `set_adapter_weights`, which walks every LoRA layer of the pipeline.
     Not thread-safe: the caller holds the pipeline's lock."""
 
     def __init__(self, pipe: Any) -> None:
@@ -149,7 +163,7 @@ class AdapterScales:
 
     def apply(self, active: Sequence[ActiveAdapter]) -> None:
         """Make the pipeline's active adapters and scales exactly `active`."""
-        wanted = [(name, float(w), normalized(bw)) for name, w, bw in active]
+        wanted = normalized_adapters(active)
         wanted = apply_network_scales(self.pipe, wanted)  # the rest are PEFT adapters
         applied, self._applied = self._applied, None  # unknown until this call succeeds
         if not wanted:
@@ -166,15 +180,16 @@ class AdapterScales:
             self._index()  # walked once per set of loaded adapters, so slider moves are cheap
         self._applied = wanted
 
-    def _rescale(self, adapter: str, strength: float, bw: BlockWeights | None) -> None:
+    def _rescale(self, adapter: str, strength: float, bw: BlockWeights | None,
+                 te: float) -> None:
         layers = self._index() or {}
         for part, module_name, layer in layers.get(adapter, ()):
-            if bw is None:
+            if part != "unet":  # a text encoder
+                scale = te if bw is None else te * bw.text_encoder
+            elif bw is None:
                 scale = strength
-            elif part == "unet":
+            else:
                 scale = strength * bw.module_factor(module_name, self._layout)
-            else:  # a text encoder
-                scale = strength * bw.text_encoder
             layer.set_scale(adapter, scale)
 
     def _index(self) -> dict[str, list[tuple[str, str, Any]]] | None:

@@ -16,8 +16,9 @@ network is on, as a patched-weights tool (ComfyUI) keeps one copy of the origina
 
 A layer PEFT wraps later (a plain LoRA on the same layer) calls this forward as its base
 layer's, so the kinds stack. `NetworkStack.apply` gives each network its strength, or per-block
-strengths (the same factors as `adapters.AdapterScales`); a network not in the active list is
-off (scale 0: the layer runs its own weights).
+strengths (the same factors as `adapters.AdapterScales`), and its text-encoder strength to its
+text-encoder layers; a network not in the active list is off (scale 0: the layer runs its own
+weights).
 
 torch is imported only when a network is used: the session (and so this module) is imported on
 the app's start-up path.
@@ -137,25 +138,31 @@ class NetworkStack:
             patched.add(adapter, module)
             layers.append((part, name, patched))
         self.networks[adapter] = layers
-        self._applied[adapter] = (1.0, None)
+        self._applied[adapter] = (1.0, None, 1.0)
 
     def detach(self, adapter: str) -> None:
         for _, _, patched in self.networks.pop(adapter, ()):
             patched.remove(adapter)
         self._applied.pop(adapter, None)
 
-    def apply(self, active: Sequence[tuple[str, float, BlockWeights | None]]) -> None:
-        """Set every network's scales: those in `active` at their strength (and block
-        weights), the others off. A network whose setting did not change is not touched."""
-        wanted = {name: (float(w), normalized(bw)) for name, w, bw in active
-                  if name in self.networks}
+    def apply(self, active: Sequence[tuple]) -> None:
+        """Set every network's scales: those in `active` — (name, strength, block weights[,
+        text-encoder strength]) — at their strength (and block weights; the text-encoder
+        strength, default `strength`, on text-encoder layers), the others off. A network whose
+        setting did not change is not touched."""
+        wanted = {}
+        for name, w, bw, *te in active:
+            if name in self.networks:
+                te_weight = te[0] if te and te[0] is not None else w
+                wanted[name] = (float(w), normalized(bw), float(te_weight))
         for name, layers in self.networks.items():
-            setting = wanted.get(name, (0.0, None))
+            setting = wanted.get(name, (0.0, None, 0.0))
             if self._applied.get(name) == setting:
                 continue
-            strength, bw = setting
+            strength, bw, te = setting
             for part, module_name, patched in layers:
-                patched.scales[name] = strength * self._factor(bw, part, module_name)
+                on = strength if part == "unet" else te
+                patched.scales[name] = on * self._factor(bw, part, module_name)
             self._applied[name] = setting
 
     def _factor(self, bw: BlockWeights | None, part: str, module_name: str) -> float:

@@ -35,6 +35,12 @@ from typing import Any
 from collections.abc import Sequence
 
 from lora_studio.core.fileio import atomic_write_with
+from lora_studio.core.generate.strength_schedule import (
+    StrengthSchedule,
+    first_weight,
+    is_schedule,
+    parse_weight,
+)
 
 PARAMETERS_KEY = "parameters"
 
@@ -54,13 +60,19 @@ class PromptLora(tuple):
     """A `<lora:name:weight>` tag: unpacks as `(name, weight)`; `te_weight` holds the text
     encoder weight when the tag gave one (`<lora:name:te:unet>` or `te=`), else None; `lbw`
     the block weights as written (`lbw=OUTALL` / `lbw=1,0,...`, or LBW's older positional
-    `<lora:name:1:OUTALL>`), else None. `lbw` is not checked here: the session reads it."""
+    `<lora:name:1:OUTALL>`), else None. `lbw` is not checked here: the session reads it.
+    A weight written as sd-webui-loractl keyframes (`1@0,0.2@0.5`) is a `StrengthSchedule` in
+    `schedule` (UNet) / `te_schedule` (text encoder, when given apart from the UNet's), and
+    `weight` / `te_weight` hold its first weight."""
 
     def __new__(cls, name: str, weight: float, te_weight: float | None = None,
-                lbw: str | None = None):
+                lbw: str | None = None, schedule: StrengthSchedule | None = None,
+                te_schedule: StrengthSchedule | None = None):
         obj = super().__new__(cls, (name, weight))
         obj.te_weight = te_weight
         obj.lbw = lbw
+        obj.schedule = schedule
+        obj.te_schedule = te_schedule
         return obj
 
     @property
@@ -74,14 +86,21 @@ class PromptLora(tuple):
     def __repr__(self) -> str:
         te = f", te_weight={self.te_weight}" if self.te_weight is not None else ""
         lbw = f", lbw={self.lbw!r}" if self.lbw is not None else ""
-        return f"PromptLora({self.name!r}, {self.weight}{te}{lbw})"
+        sched = "".join(f", {k}={v.text!r}" for k, v in (("schedule", self.schedule),
+                                                           ("te_schedule", self.te_schedule))
+                        if v is not None)
+        return f"PromptLora({self.name!r}, {self.weight}{te}{lbw}{sched})"
 
 
-def _parse_tag_args(args: list[str]) -> tuple[float, float | None, str | None]:
-    """A1111's tag arguments: positional te, unet (unet defaults to te) or named te=/unet=;
-    block weights as `lbw=` or, in LBW's older syntax, a positional preset name / number list."""
-    positional: list[float] = []
-    named: dict[str, float] = {}
+def _parse_tag_args(args: list[str]) -> tuple[float, float | None, str | None,
+                                                StrengthSchedule | None,
+                                                StrengthSchedule | None]:
+    """A1111's tag arguments: positional te, unet (unet defaults to te) or named te=/unet=,
+    each a number or loractl keyframes; block weights as `lbw=` or, in LBW's older syntax, a
+    positional preset name / number list. Returns (unet weight, te weight or None, lbw, unet
+    schedule or None, te schedule or None when the text encoder has no schedule of its own)."""
+    positional: list[float | StrengthSchedule] = []
+    named: dict[str, float | StrengthSchedule] = {}
     lbw: str | None = None
     for arg in args:
         arg = arg.strip()
@@ -93,17 +112,20 @@ def _parse_tag_args(args: list[str]) -> tuple[float, float | None, str | None]:
             continue
         try:
             if eq:
-                named[key.strip().lower()] = float(value)
+                named[key.strip().lower()] = parse_weight(value.strip())
             else:
-                positional.append(float(arg))
+                positional.append(parse_weight(arg))
         except ValueError:
-            if not eq and lbw is None and ("," in arg or arg.upper() in _preset_names()):
+            if not eq and lbw is None and not is_schedule(arg) and (
+                    "," in arg or arg.upper() in _preset_names()):
                 lbw = arg
             continue  # e.g. `dyn=` or junk: ignored, as A1111 does for what it cannot parse
     te = named.get("te", positional[0] if positional else 1.0)
     unet = named.get("unet", positional[1] if len(positional) > 1 else te)
-    te_weight = te if ("te" in named or len(positional) > 1 or "unet" in named) else None
-    return unet, te_weight, lbw
+    apart = "te" in named or len(positional) > 1 or "unet" in named
+    schedule = unet if isinstance(unet, StrengthSchedule) else None
+    te_schedule = te if apart and isinstance(te, StrengthSchedule) else None
+    return first_weight(unet), (first_weight(te) if apart else None), lbw, schedule, te_schedule
 
 
 def _preset_names() -> set[str]:
@@ -116,13 +138,14 @@ def parse_prompt_loras(prompt: str) -> tuple[str, list[PromptLora]]:
     """Split `<lora:name:w>` tags out of a prompt: `(clean_prompt, [(name, weight), ...])`.
 
     `<lora:name>` means weight 1. `<lora:name:te:unet>` gives the UNet weight as `weight` and
-    records the text encoder weight in `.te_weight` (the studio applies one weight per LoRA).
+    records the text encoder weight in `.te_weight`; loractl keyframes (`<lora:name:1@0,0@1>`)
+    are in `.schedule` / `.te_schedule` (see `PromptLora`).
     The clean prompt is what the text encoder sees: tags removed, dangling commas tidied.
     """
     found: list[PromptLora] = []
     for match in _LORA_TAG.finditer(prompt):
-        weight, te, lbw = _parse_tag_args(match.group(2).split(":")[1:])
-        found.append(PromptLora(match.group(1).strip(), weight, te, lbw))
+        found.append(PromptLora(match.group(1).strip(),
+                                *_parse_tag_args(match.group(2).split(":")[1:])))
     clean = prompt
     for pattern, replacement in _TIDY:
         clean = pattern.sub(replacement, clean)

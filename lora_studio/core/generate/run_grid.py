@@ -150,7 +150,8 @@ def export_checkpoint(listing: RunListing, state: SavedState) -> Path:
     import torch
 
     from lora_studio.core.lora import layouts
-    from lora_studio.core.lora.formats import lora_from_state_dict, write_lora
+    from lora_studio.core.lora.card import save_lora_with_card
+    from lora_studio.core.lora.formats import lora_from_state_dict
     from lora_studio.core.lora.sft import load_tensors, read_header
 
     if not state.checkpoint_only:
@@ -175,8 +176,9 @@ def export_checkpoint(listing: RunListing, state: SavedState) -> Path:
         output.get("save_precision", "fp16"), torch.float16)
     layout = output.get("format", "kohya") if output.get("format") in ("kohya", "diffusers") \
         else "kohya"
-    return write_lora(lora, listing.folder / f"{listing.name}-step{state.step}{SUFFIX}",
-                      layout=layout, dtype=dtype)
+    return save_lora_with_card(lora, listing.folder / f"{listing.name}-step{state.step}{SUFFIX}",
+                               layout=layout, dtype=dtype,
+                               sources=[final.path] if final is not None else [])[0]
 
 
 def run_grid(session: GenerationSession, listing: RunListing, request: GenerationRequest,

@@ -15,8 +15,12 @@ Conventions (A1111's, so results and PNG info carry over):
   alias, case-insensitive), the tag's weight is used for this generation and the LoRA is active
   for it even when switched off on its slider; the session's own weights are restored afterwards.
   A tag naming no loaded LoRA is reported with a `Log` warning and otherwise ignored. A tag's
-  separate text-encoder weight (`<lora:name:te:unet>`) is not applied: the UNet weight is used
-  for the whole LoRA (a warning says so). A tag is the whole setting of its LoRA, as in A1111:
+  separate text-encoder weight (`<lora:name:te:unet>`, `te=` / `unet=`) goes to the LoRA's
+  text-encoder layers and the UNet weight to its UNet layers. A weight written as
+  sd-webui-loractl keyframes (`<lora:name:0@0,1@0.5>`, `generate.strength_schedule`) changes
+  the UNet strength between denoising steps (the text encoder counts with its first step's
+  value: the prompt is encoded once); such a tag replaces the LoRA's "Starts at", which is the
+  step-wise case of it. A tag is the whole setting of its LoRA, as in A1111:
   `<lora:name:0.8:lbw=OUTALL>` (or `lbw=` 17 numbers) sets block weights for the render, and a
   tag without `lbw=` renders all blocks at its weight (a note says when that drops the LoRA's
   own block weights). An `lbw=` that cannot be read is a StudioError.
@@ -52,6 +56,7 @@ from lora_studio.core.generate.adapters import (
 )
 from lora_studio.core.generate.preview import step_callback
 from lora_studio.core.generate.samplers import make_scheduler, resolve_sampler
+from lora_studio.core.generate.strength_schedule import StrengthSchedule
 from lora_studio.core.lora.block_weights import BlockWeights, normalized
 from lora_studio.core.models.architecture import architectures
 
@@ -107,21 +112,35 @@ class SessionLora:
 @dataclass
 class _ActiveLora:
     lora: SessionLora
-    weight: float
+    weight: float  # the UNet weight (a schedule's first weight)
     tag_name: str  # the name written to PNG info
     block_weights: BlockWeights | None = None
+    te_weight: float | None = None  # the text encoders' weight; None: `weight`
+    schedule: StrengthSchedule | None = None  # the UNet weight per step (loractl keyframes)
+    te_schedule: StrengthSchedule | None = None
 
     @property
-    def adapter(self) -> ActiveAdapter:
-        return self.lora.name, self.weight, self.block_weights
+    def scheduled(self) -> bool:
+        """A tag gave keyframes: they replace the LoRA's "Starts at"."""
+        return self.schedule is not None or self.te_schedule is not None
 
-    def first_step(self, steps: int) -> int:
-        return round(self.lora.start * steps)
+    def adapter_at(self, step: int, steps: int) -> ActiveAdapter | None:
+        """(name, UNet weight, block weights, text-encoder weight) during denoising step
+        `step` (0-based) of `steps`; None while a LoRA that starts late is not on yet."""
+        if not self.scheduled:
+            if step < round(self.lora.start * steps):
+                return None
+            return self.lora.name, self.weight, self.block_weights, self.te_weight
+        unet = self.schedule.at_step(step, steps) if self.schedule else self.weight
+        te = self.te_schedule.at_step(0, steps) if self.te_schedule else self.te_weight
+        if te is None:  # the text encoder follows the UNet's schedule: read at the first step
+            te = self.schedule.at_step(0, steps)
+        return self.lora.name, unet, self.block_weights, te
 
 
 def adapters_at(active: list[_ActiveLora], step: int, steps: int) -> list[ActiveAdapter]:
-    """The adapters on during denoising step `step` (0-based) of `steps`."""
-    return [a.adapter for a in active if a.first_step(steps) <= step]
+    """The adapters on during denoising step `step` (0-based) of `steps`, at its weights."""
+    return [a for a in (lo.adapter_at(step, steps) for lo in active) if a is not None]
 
 
 @dataclass
@@ -364,16 +383,16 @@ class GenerationSession:
                 note(events.Log(f"<lora:{tag.name}> in the prompt: no LoRA of that name is "
                                 "loaded; ignored.", "warning"))
                 continue
-            if tag.te_weight is not None and tag.te_weight != tag.weight:
-                note(events.Log(f"<lora:{tag.name}>: separate text-encoder weight "
-                                f"{tag.te_weight:g} not supported; using {tag.weight:g} for "
-                                "the whole LoRA.", "warning"))
             block_weights = _tag_block_weights(tag)
             if block_weights is None and lora.block_weights is not None:
                 note(events.Log(f"<lora:{tag.name}> has no lbw=, so all its blocks use "
                                 f"{tag.weight:g}; add :lbw={lora.block_weights.notation()} to "
                                 "keep its block weights.", "info"))
-            chosen[lora.name] = _ActiveLora(lora, float(tag.weight), tag.name, block_weights)
+            chosen[lora.name] = _ActiveLora(lora, float(tag.weight), tag.name, block_weights,
+                                            tag.te_weight, tag.schedule, tag.te_schedule)
+            if chosen[lora.name].scheduled and lora.start:
+                note(events.Log(f"<lora:{tag.name}> gives per-step weights, so its \"Starts at "
+                                f"{lora.start:g}\" is not used for this render.", "info"))
         order = list(self._loras)
         return sorted(chosen.values(), key=lambda a: order.index(a.lora.name))
 
@@ -420,15 +439,16 @@ class GenerationSession:
         return results
 
     def _switching_adapters(self, active: list[_ActiveLora], steps: int, step_end):
-        """`step_end`, then the LoRAs due at the next step switched on (lock held)."""
-        starts = {a.first_step(steps) for a in active} - {0}
-        if not starts:
+        """`step_end`, then the adapters of the next step applied where they change: LoRAs
+        that start late switched on, scheduled weights moved (lock held)."""
+        plan = [adapters_at(active, step, steps) for step in range(steps)]
+        if all(adapters == plan[0] for adapters in plan):
             return step_end
 
         def on_step_end(pipe, step: int, timestep, kwargs: dict) -> dict:
             kwargs = step_end(pipe, step, timestep, kwargs)
-            if step + 1 in starts:
-                self._apply_adapters(adapters_at(active, step + 1, steps))
+            if step + 1 < steps and plan[step + 1] != plan[step]:
+                self._apply_adapters(plan[step + 1])
             return kwargs
 
         return on_step_end
@@ -445,7 +465,7 @@ class GenerationSession:
                     a.block_weights.notation() if a.block_weights else None)
                    for a in render.active],
             version=self._version,
-            lora_starts=[(a.tag_name, a.lora.start) for a in render.active],
+            lora_starts=[(a.tag_name, a.lora.start) for a in render.active if not a.scheduled],
         )
         path = None
         if request.out_dir is not None:

@@ -5,7 +5,8 @@ keeps each module's alpha; the diffusers layout folds `alpha / rank` into lora_B
 `formats.write_lora`). The file's metadata (trigger words, `ss_*`, `modelspec.*`) is carried
 over; the hashes are recomputed for the new bytes, and the architecture keys the file lacks
 (`ss_base_model_version`, `modelspec.architecture`, ...) are added from the architecture read
-off its weights, so other tools file it under the right model.
+off its weights, so other tools file it under the right model. The source's A1111 card
+(`<stem>.json`) comes along to the new file's card (`card.save_lora_with_card`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 from lora_studio.core.errors import LoraFormatError
-from lora_studio.core.lora.formats import read_lora, write_lora
+from lora_studio.core.lora.formats import read_lora
 
 EXPORT_LAYOUTS = ("kohya", "diffusers")
 
@@ -30,5 +31,7 @@ def convert_lora(source: str | os.PathLike[str], target: str | os.PathLike[str],
     if target.suffix.lower() != ".safetensors":
         raise LoraFormatError(f"{target.name}: LoRA files are saved as .safetensors.",
                               "Give the output a .safetensors name.")
+    from lora_studio.core.lora.card import save_lora_with_card
+
     lora = read_lora(source)
-    return write_lora(lora, target, layout=layout)
+    return save_lora_with_card(lora, target, layout=layout, sources=[source])[0]

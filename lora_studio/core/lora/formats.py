@@ -8,8 +8,8 @@
 
 Files of other kinds (Tucker LoCon, OFT, (IA)³, ...) are refused with a message that names the
 kind, never half-loaded. The LyCORIS kinds LoRA Studio generates with (LoHa, LoKr, DoRA,
-full-difference) are read by `lycoris_read.read_network`; `read_lora`, which merge, fuse, convert
-and resize use, refuses them by name too.
+full-difference) are read by `lycoris_read.read_network` (generate, merge, fuse, resize);
+`read_lora`, which convert uses (re-saving a file exactly as a plain LoRA), refuses them by name.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ _OTHER_KINDS = [
     (r"\.(w_norm|b_norm)$", "LyCORIS norm"),
     (r"lora_embedding_", "embedding LoRA"),
 ]
-# the kinds LoRA Studio generates with (core.lora.lycoris) but merges, fuses, converts and
-# resizes not: `read_lora` refuses them, `lycoris_read.read_network` reads them
+# the kinds LoRA Studio generates with, merges, fuses and resizes (core.lora.lycoris) but does
+# not convert (no plain LoRA holds them exactly): `read_lora` refuses them,
+# `lycoris_read.read_network` reads them
 LYCORIS_KINDS = [
     (r"\.hada_", "LyCORIS LoHa"),
     (r"\.lokr_", "LyCORIS LoKr"),
@@ -53,8 +54,9 @@ LYCORIS_KINDS = [
 ]
 _FIX_KIND = ("LoRA Studio supports plain LoRA/LoCon only; convert it to a plain LoRA in the "
              "tool that made it.")
-_FIX_LYCORIS = ("Load it in the Mix or with `lora-studio generate`; to merge, fuse, convert or "
-                "resize it, export it as a plain LoRA from the tool that made it.")
+_FIX_LYCORIS = ("To make a plain LoRA of it, re-rank it by SVD: `lora-studio resize FILE --rank 32 "
+                "--out NEW.safetensors` (add --model for DoRA; it says how much of the update "
+                "it keeps). The Mix, generate, merge and fuse take it as it is.")
 _FIX_DAMAGED = "Download or export it again: the file is damaged or not a plain LoRA."
 _WRITE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -128,9 +130,9 @@ def refuse_other_kinds(keys, source: str, *, lycoris_ok: bool = False) -> None:
                                   "LoRA/LoCon only.", _FIX_KIND)
     kind = None if lycoris_ok else lycoris_kind(keys)
     if kind:
-        raise LoraFormatError(f"{source} is a {kind} file: LoRA Studio generates with it, but "
-                              "merge, fuse, convert and resize take plain LoRA/LoCon only.",
-                              _FIX_LYCORIS)
+        raise LoraFormatError(f"{source} is a {kind} file: convert re-saves plain LoRA/LoCon "
+                              "files only, and its update cannot be written exactly as a plain "
+                              "LoRA.", _FIX_LYCORIS)
 
 
 def _check_shapes(name: str, module: LoraModule, source: str) -> None:

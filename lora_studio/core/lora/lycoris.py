@@ -25,8 +25,9 @@ linearly, `W = W0 + s * (W_dora - W0)`, as ComfyUI and AUTOMATIC1111 do, so
 (ComfyUI takes the output-channel norm of W0 instead of V; LyCORIS, PEFT and the DoRA paper
 use V, and so does this module.)
 
-Merge / fuse / convert / resize take plain LoRA files only (`formats.read_lora` refuses
-LyCORIS kinds); `delta_weight` is the one place the dense update of a LyCORIS module is made.
+`delta_weight` is the one place the dense update of a LyCORIS module is made: the session's
+patched layers, and merge / fuse / resize (through `lora.deltas`) use it; convert takes plain
+LoRA files only (`formats.read_lora` refuses LyCORIS kinds).
 """
 
 from __future__ import annotations

@@ -134,7 +134,15 @@ def _training_ending(result: TrainResult, control: JobControl) -> ev.Event:
 def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
           resume_from: str | Path | None = None, so_far=None) -> TrainResult:
     """Train a LoRA as `config` says, reporting through `emit`, steered by `control`; `so_far`
-    (an `out_of_memory.RunSoFar`) is kept current for whoever must end the run early."""
+    (an `out_of_memory.RunSoFar`) is kept current for whoever must end the run early.
+    What the run opens (the TensorBoard writer and its thread) is closed however it ends: the
+    app trains many runs in one process, and a failed run must leave nothing running."""
+    with contextlib.ExitStack() as cleanup:
+        return _train(config, emit, control, resume_from, so_far, cleanup)
+
+
+def _train(config: TrainConfig, emit: ev.Emit, control: JobControl | None,
+           resume_from: str | Path | None, so_far, cleanup: contextlib.ExitStack) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
@@ -345,9 +353,16 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         return path
 
     def export_lora(path: Path, step: int, final: bool) -> Path:
-        """Save the LoRA as trained so far (main process) and say so."""
+        """Save the LoRA as trained so far (main process), with its A1111 card (`<name>.json`:
+        the trigger phrase as activation text; a person's edits kept), and say so."""
+        from lora_studio.core.lora.card import sd_version_of, write_card_safely
+
         saved_at[step] = write_step_lora(path, step)
         outputs.append(path)
+        note = write_card_safely(path, activation_text=cfg.trigger_phrase() or "",
+                                 sd_version=sd_version_of(source.arch))
+        if note:
+            say(ev.Log(note, level="warning"))
         say(ev.LoraSaved(step=step, path=path, final=final))
         return path
 
@@ -452,8 +467,10 @@ def train(config: TrainConfig, emit: ev.Emit, control: JobControl | None = None,
         eta.add_side_work(kind, time.perf_counter() - began)
         return result
 
-    board = tracking.TensorboardLog(cfg.output_dir, out.name) \
-        if tr.log_with == "tensorboard" and is_main else None
+    board = None
+    if tr.log_with == "tensorboard" and is_main:
+        board = tracking.TensorboardLog(cfg.output_dir, out.name)
+        cleanup.callback(board.close)  # closed after a failed step too
     if start_step == 0:
         validate(0)  # the base model's value: where the curve starts
     for model in trained_models:

@@ -6,9 +6,11 @@ Middle: the stack, one `LoraStackRow` per LoRA (on/off, strength -2..2 in 0.05 s
 per-block strengths under "Blocks ▸", and the share of the steps it starts at), bound to the
 window's `SessionModel` — the Generate tab renders with the same stack — plus "Copy prompt
 tags" (`<lora:name:weight>` for A1111 / ComfyUI, with `:lbw=...` when a LoRA has block
-weights) and "Save merged LoRA" (the exact merge of `core.lora.merge`, at the plain strengths:
-block weights are not baked in, the status line says so). Right, two tabs: the live preview
-(`LivePreview`: debounced, stale renders dropped) of a fixed seed, and the Grid
+weights, each followed by its A1111 card's activation text, as A1111 inserts it) and "Save
+merged LoRA" (`core.lora.merge` at the strengths and block weights of the stack: exact for plain
+LoRAs; the modules a LyCORIS file touches re-ranked by SVD to `LYCORIS_DEFAULT_RANK`, the kept
+share in the status line; DoRA updates made on the base model's weights). Right, two tabs:
+the live preview (`LivePreview`: debounced, stale renders dropped) of a fixed seed, and the Grid
 (`StrengthGridPanel`): one or two stacked LoRAs over lists of strengths, or every step a
 training run saved (`show_run_grid(folder)`), cells shown as they finish, one labelled PNG.
 
@@ -23,6 +25,7 @@ Exports and merges run in a background thread (`TaskPool`) and write atomically;
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
@@ -51,7 +54,7 @@ from lora_studio.ui.session_model import LoraEntry, SessionModel
 from lora_studio.ui.widgets.drop_zone import PathDropMixin
 from lora_studio.ui.widgets.gallery import ImageView
 from lora_studio.ui.widgets.lora_library_panel import LoraLibraryPanel
-from lora_studio.ui.widgets.lora_stack_row import LoraStackRow
+from lora_studio.ui.widgets.lora_stack_row import WEIGHT_MAX, WEIGHT_MIN, LoraStackRow
 from lora_studio.ui.widgets.preview_strip import to_pixmap
 from lora_studio.ui.widgets.strength_grid_panel import StrengthGridPanel
 from lora_studio.ui.workers import TaskPool
@@ -66,12 +69,16 @@ LAYOUT_FILTERS = {
 STACK_HINT = "Nothing stacked. Select a LoRA in the library and press “Add to stack”."
 
 
-def prompt_tags(stack: tuple[LoraEntry, ...]) -> str:
+def prompt_tags(stack: tuple[LoraEntry, ...],
+                activation_texts: Mapping[Path, str] | None = None) -> str:
     """A1111 / ComfyUI prompt tags for the switched-on LoRAs: `<lora:file stem:weight>`, with
-    `:lbw=...` (A1111's LoRA Block Weight extension) for a LoRA with block weights."""
-    return " ".join(lora_tag(e.path.stem, e.weight,
-                             e.block_weights.notation() if e.block_weights else None)
-                    for e in stack if e.enabled)
+    `:lbw=...` (A1111's LoRA Block Weight extension) for a LoRA with block weights, each
+    followed by its activation text (`activation_texts`: path -> text, from the cards) as
+    A1111 adds it when a card is clicked (`<lora:name:w> text`)."""
+    texts = activation_texts or {}
+    return " ".join(" ".join(part for part in (
+        lora_tag(e.path.stem, e.weight, e.block_weights.notation() if e.block_weights else None),
+        texts.get(e.path, "")) if part) for e in stack if e.enabled)
 
 
 class MixTab(PathDropMixin, QWidget):
@@ -190,8 +197,9 @@ class MixTab(PathDropMixin, QWidget):
         self.grid_panel.set_run_folder(folder, best_step)
 
     # ------------------------------------------------------------------ the stack
-    def add_to_stack(self, path: str | Path, weight: float = 1.0) -> bool:
-        """Stack a library file (added to the library first when it is not there)."""
+    def add_to_stack(self, path: str | Path, weight: float | None = None) -> bool:
+        """Stack a library file (added to the library first when it is not there), at
+        `weight`, else its A1111 card's preferred weight when the card sets one, else 1."""
         path = Path(path)
         if self.library.item(path) is None:
             self.library.add_files([path])
@@ -199,6 +207,15 @@ class MixTab(PathDropMixin, QWidget):
         if item is None or item.error is not None:
             self._say(f"{path.name} cannot be stacked: {item.error if item else 'not a LoRA'}")
             return False
+        if weight is None:
+            from lora_studio.core.lora.card import read_card
+
+            found = read_card(path)  # read now: the card may have been edited in A1111
+            preferred = found.card.weight if found.card is not None else None
+            weight = 1.0 if preferred is None else max(WEIGHT_MIN, min(WEIGHT_MAX,
+                                                                      round(preferred, 2)))
+            if found.note:
+                self._say(f"{found.note} {path.stem} is stacked at {weight:g}.")
         self.model.add_lora(path, weight)
         return True
 
@@ -209,7 +226,9 @@ class MixTab(PathDropMixin, QWidget):
         return [self._rows[e.path] for e in self.model.stack if e.path in self._rows]
 
     def copy_prompt_tags(self) -> str:
-        text = prompt_tags(self.model.stack)
+        texts = {e.path: item.activation_text for e in self.model.stack
+                 if (item := self.library.item(e.path)) is not None}
+        text = prompt_tags(self.model.stack, texts)
         QGuiApplication.clipboard().setText(text)
         self._say(f"Copied: {text}" if text else "Nothing to copy: no LoRA is switched on.")
         return text
@@ -265,33 +284,42 @@ class MixTab(PathDropMixin, QWidget):
 
     def save_merged(self, target: str | Path, layout: str = "kohya") -> bool:
         """Merge the switched-on LoRAs at their strengths into `target` (in the background)."""
-        items = [(e.path, e.weight) for e in self.model.stack if e.enabled]
+        items = [(e.path, e.weight, e.block_weights) for e in self.model.stack if e.enabled]
         if not items:
             self._say("Nothing to merge: switch on at least one LoRA.")
             return False
-        blocked = [e.name for e in self.model.stack if e.enabled and e.block_weights]
-        note = (f" Block weights ({', '.join(blocked)}) are not part of the merge: it uses the "
-                "plain strengths." if blocked else "")
+        late = [e.name for e in self.model.stack if e.enabled and e.start]
+        note = (f" Starting later ({', '.join(late)}) is not part of the merge: a LoRA file acts "
+                "from the first step." if late else "")
         target = _with_suffix(target)
+        base_model, kept = self.model.base_model, []
 
         def merge() -> Path:
-            from lora_studio.core.lora.formats import write_lora
-            from lora_studio.core.lora.merge import merge_loras
+            from lora_studio.core.lora.card import save_lora_with_card
+            from lora_studio.core.lora.deltas import ModelBase
+            from lora_studio.core.lora.merge import LYCORIS_DEFAULT_RANK, merge_loras
 
-            result = merge_loras(items, title=target.stem)
-            return write_lora(result.lora, target, layout=layout)
+            result = merge_loras(items, title=target.stem, model=ModelBase.of_model(base_model),
+                                 lycoris_rank=LYCORIS_DEFAULT_RANK)
+            if result.overall_retained is not None:
+                kept.append(f" LyCORIS modules re-ranked to {LYCORIS_DEFAULT_RANK}: it keeps "
+                            f"{100 * result.overall_retained:.1f} % of the update.")
+            kept.extend(f" {n}" for n in result.notes)
+            return save_lora_with_card(result.lora, target, layout=layout,
+                                       sources=[item[0] for item in items])[0]
 
         self._say(f"Merging {len(items)} LoRAs…{note}")
-        self._run(merge, f"Saved the merge of {len(items)} LoRAs as {target} ({layout} layout). "
-                         f"It is in the library.{note}")
+        self._run(merge, lambda: f"Saved the merge of {len(items)} LoRAs as {target} ({layout} "
+                                 f"layout). It is in the library.{''.join(kept)}{note}")
         return True
 
     def wait(self, timeout_ms: int = 60_000) -> bool:
         return self._pool.wait(timeout_ms)
 
-    def _run(self, fn, done_text: str) -> None:
+    def _run(self, fn, done_text) -> None:
+        """Run `fn` in the background; then say `done_text` (a str, or a callable making it)."""
         def done(path: Path) -> None:
-            self._say(done_text)
+            self._say(done_text() if callable(done_text) else done_text)
             self.library.refresh_file(path)
             self.exported.emit(Path(path))
 

@@ -1,5 +1,6 @@
 """The library list of the Mix tab: every LoRA file with what it is, and the selected one's
-full inspect report. Binds to a `LoraLibrary`; the buttons are the tab's to connect."""
+full inspect report and A1111 card (activation text, preferred weight, notes). Binds to a
+`LoraLibrary`; the buttons are the tab's to connect."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class LoraLibraryPanel(QWidget):
                                           "new files there appear on Rescan")
         self.rescan_button = QToolButton()
         self.rescan_button.setText("↻")
-        self.rescan_button.setToolTip("Look for new or deleted files in the library's folders")
+        self.rescan_button.setToolTip("Look for new or deleted files in the library's folders "
+                                      "and read edited A1111 cards (.json) again")
         self.stack_button = QPushButton("Add to stack")
         self.stack_button.setObjectName("PrimaryButton")
         self.stack_button.setToolTip("Stack the selected LoRA (double click does it too)")
@@ -122,7 +124,7 @@ class LoraLibraryPanel(QWidget):
         elif entry.info is not None:
             from lora_studio.core.lora.inspect import format_inspection
 
-            self.details.setPlainText(format_inspection(entry.info))
+            self.details.setPlainText(format_inspection(entry.info) + card_text(entry))
         else:
             self.details.setPlainText(entry.summary())
         self.selection_changed.emit(entry)
@@ -130,6 +132,29 @@ class LoraLibraryPanel(QWidget):
 
 def _item_text(entry: LibraryItem) -> str:
     lines = [entry.name, "   " + entry.summary()]
-    if entry.trigger_words:
+    if entry.activation_text:
+        lines.append("   activation text: " + entry.activation_text)
+    elif entry.trigger_words:
         lines.append("   trigger: " + ", ".join(entry.trigger_words))
+    if entry.card is not None and entry.card.weight is not None:
+        lines.append(f"   preferred weight: {entry.card.weight:g}")
+    if entry.card_note:
+        lines.append("   card: " + entry.card_note)
+    return "\n".join(lines)
+
+
+def card_text(entry: LibraryItem) -> str:
+    """The A1111 card's part of the details ("" when there is no card)."""
+    card, lines = entry.card, []
+    if card is not None:
+        weight = f"{card.weight:g}" if card.weight is not None else "not set"
+        lines += ["", f"A1111 card ({entry.path.stem}.json)",
+                  f"  activation text: {card.activation_text or '—'}",
+                  f"  preferred weight: {weight}"]
+        for label, text in (("negative text", card.negative_text),
+                            ("description", card.description), ("notes", card.notes)):
+            if text.strip():
+                lines.append(f"  {label}: {text.strip()}")
+    if entry.card_note:
+        lines += ["", f"Card ignored in part: {entry.card_note}"]
     return "\n".join(lines)
