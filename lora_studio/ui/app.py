@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
+from lora_studio.core.desktop import DESKTOP_ID
 from lora_studio.ui.settings import APP_NAME, ORG_NAME
 
 
@@ -43,14 +44,32 @@ def dark_palette() -> QPalette:
     return palette
 
 
+def app_icon() -> QIcon:
+    """The studio's icon (resources/icons: the SVG and the PNG sizes); empty when missing."""
+    icon = QIcon()
+    try:
+        from lora_studio.core.paths import resources_dir
+
+        folder = resources_dir() / "icons"
+    except FileNotFoundError:
+        return icon
+    for path in sorted(folder.glob("lora-studio*.png")) + sorted(folder.glob("lora-studio.svg")):
+        icon.addFile(str(path))
+    return icon
+
+
 def create_application(argv: Sequence[str] | None = None) -> QApplication:
-    """The QApplication (reused if one exists), named for QSettings, with the studio style."""
+    """The QApplication (reused if one exists), named for QSettings, with the studio style and
+    icon. The desktop file name (the Wayland app id) and the application name (the X11 WM_CLASS
+    class) are what `lora-studio install-desktop`'s entry matches the window by."""
     app = QApplication.instance()
     if app is None:
         app = QApplication(list(argv) if argv is not None else sys.argv)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORG_NAME)
     app.setApplicationDisplayName(APP_NAME)
+    app.setDesktopFileName(DESKTOP_ID)
+    app.setWindowIcon(app_icon())
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
     app.setStyleSheet(style_sheet())
@@ -70,4 +89,21 @@ def run_app(argv: Sequence[str] | None = None) -> int:
 
     window = MainWindow()
     window.show()
+    _quit_after(window, os.environ.get("LORA_STUDIO_QUIT_AFTER_MS"))
     return app.exec()
+
+
+def _quit_after(window, value: str | None) -> None:
+    """For packaging smoke tests (packaging/smoke_test.sh): with LORA_STUDIO_QUIT_AFTER_MS=N the
+    window closes N ms after it is shown, and says so with its tabs on stderr."""
+    if not value:
+        return
+    from PySide6.QtCore import QTimer
+
+    def close() -> None:
+        tabs = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+        print(f"LORA_STUDIO_QUIT_AFTER_MS: window shown with tabs {tabs}; closing",
+              file=sys.stderr, flush=True)
+        window.close()
+
+    QTimer.singleShot(max(0, int(value)), close)

@@ -84,7 +84,7 @@ def test_the_wheel_carries_the_resources_and_is_what_runs(installed):
     resources = installed["site"] / "lora_studio" / "resources"
     for part in ("models/tiny-shapes", "configs/sd15/tokenizer", "configs/sdxl",
                  "presets/quickstart.toml", "sample_dataset", "sample_dataset_reg",
-                 "style/studio.qss"):
+                 "style/studio.qss", "icons/lora-studio.svg", "icons/lora-studio-256.png"):
         assert (resources / part).exists(), part
     done = run(installed, "-c", "import lora_studio; from lora_studio.core.paths import "
                                 "resources_dir; print(lora_studio.__file__); print(resources_dir())")
@@ -113,3 +113,24 @@ def test_the_installed_window_opens_on_the_built_in_model(installed):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "TABS ['Dataset', 'Train', 'Mix', 'Generate']" in done.stdout, done.stdout
     assert "Tiny Shapes" in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+def test_the_installed_command_adds_itself_to_the_desktop_menu(installed):
+    """`lora-studio install-desktop` from the wheel: the entry starts that installed script and
+    the icons are the wheel's; --remove takes them away again."""
+    share = installed["cwd"] / "share"
+    env = {**installed["env"], "XDG_DATA_HOME": str(share)}
+    script = str(installed["script"])
+    done = subprocess.run([sys.executable, script, "install-desktop"], env=env,
+                          cwd=installed["cwd"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    entry = (share / "applications" / "lora-studio.desktop").read_text(encoding="utf-8")
+    assert f"\nExec={script}\n" in entry, entry
+    icon = share / "icons" / "hicolor" / "256x256" / "apps" / "lora-studio.png"
+    shipped = installed["site"] / "lora_studio" / "resources" / "icons" / "lora-studio-256.png"
+    assert icon.read_bytes() == shipped.read_bytes()
+    done = subprocess.run([sys.executable, script, "install-desktop", "--remove"], env=env,
+                          cwd=installed["cwd"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not icon.exists() and not (share / "applications" / "lora-studio.desktop").exists()
