@@ -191,11 +191,11 @@ def _mix_items(specs: list[str], action: str) -> list[tuple]:
 
     items = []
     for spec in specs:
-        path, weight, block_weights, start = parse_lora_arg(spec)
-        if start:
+        entry = parse_lora_arg(spec)
+        if entry.start:
             raise StudioError(f"{spec}: start= is a render setting; {action} cannot bake it in.",
                               "Leave out :start= (the LoRA then acts from the first step).")
-        items.append((path, weight, block_weights))
+        items.append((entry.path, entry.weight, entry.block_weights))
     return items
 
 

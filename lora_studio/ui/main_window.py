@@ -120,6 +120,7 @@ class MainWindow(QMainWindow):
     def save_settings(self) -> None:
         self.settings.setValue(KEY_GEOMETRY, self.saveGeometry())
         self.settings.setValue(KEY_TAB, self.tabs.currentIndex())
+        self.mix_tab.flush_settings()  # a stack change still in its debounce
         self.settings.sync()
 
     # ------------------------------------------------------------------ device

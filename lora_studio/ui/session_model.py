@@ -3,15 +3,16 @@
 `SessionModel` is owned by the MainWindow and shared by the Generate tab (renders) and the Mix
 tab (edits the stack). Widgets only bind to it; it never touches a widget.
 
-The LoRA stack (GUI thread only) is an ordered list of `LoraEntry(path, name, weight, enabled,
-block_weights)`, one per file (a file is in the stack at most once; its `path` is the handle):
+The LoRA stack (GUI thread only) is an ordered list of core's one stack record,
+`StackEntry(path, weight, enabled, block_weights, start, name)` (`core.generate.stack`), one per
+file (a file is in the stack at most once; its `path` is the handle):
 
-    model.add_lora(path, weight=1.0, enabled=True, name=None) -> LoraEntry   (name: file stem)
+    model.add_lora(path, weight=1.0, enabled=True, name=None) -> StackEntry   (name: file stem)
     model.remove_lora(path)        model.set_weight(path, w)        model.set_enabled(path, on)
     model.set_block_weights(path, BlockWeights | None)      (None, or all ones: every block at w)
     model.set_start(path, share)   (the share of the steps before the LoRA comes in; 0: first)
-    model.set_stack([LoraEntry, ...])        model.clear_stack()        model.stack -> tuple
-    model.entry(path) -> LoraEntry | None
+    model.set_stack([StackEntry, ...])       model.clear_stack()        model.stack -> tuple
+    model.entry(path) -> StackEntry | None
 
 Every change emits `stack_changed()`. Changing the stack never touches the pipeline: the next
 render applies it (see below), so sliders stay instant even while an image renders.
@@ -23,10 +24,10 @@ next render loads the new model) and emits `base_model_changed(object)`.
 Rendering: `model.generate(request) -> bool` starts a job on the window's single `JobRunner`
 (False when another job runs; the runner's `refused` explains). The job, in the worker thread:
 creates the GenerationSession on first use (so torch / diffusers are imported there, never at
-start-up), applies a snapshot of the stack taken when Generate was pressed — `add_lora` for new
-files, `remove_lora` for dropped ones, `set_weight` / `set_enabled` / `set_block_weights` only
-where they differ — then
-calls `session.generate(request, emit, control)`. The job's own events are re-emitted as
+start-up), hands it a snapshot of the stack taken when Generate was pressed
+(`GenerationSession.set_stack`: loads new files, removes dropped ones, applies what differs in
+one adapter pass), then calls `session.generate(request, emit, control)`. The job's own events
+are re-emitted as
 `generation_event(object)` (a `core.events` dataclass, GUI thread; events of other jobs, e.g.
 training, are not) and its end as `generation_finished(object)` (Finished / Failed / Cancelled).
 `model.cancel()` stops the render after the current step; `model.is_generating` tells whether
@@ -43,10 +44,11 @@ way, after the stack is applied (`adapters`: {file key: adapter name in the sess
 `grid_finished(object)`. While a grid renders, slider changes wait for the next render (the grid
 sets the weights of its own cells).
 
-Sliders without a render: a weight, on/off or block weights change of a LoRA the session has
-already loaded is passed on at once (`GenerationSession.set_weight` / `set_enabled` /
-`set_block_weights`: a weight re-scales only that LoRA's layers, no reload; applied when the
-pipeline is free, never waiting for a render). New files are loaded by the next render.
+Sliders without a render: a weight, on/off, block weights or start change is passed on at once
+as the whole stack, one way (`GenerationSession.set_stack(stack, load=False)`: the LoRAs the
+session has loaded take their values in one adapter pass, so a slider move re-scales only that
+LoRA's layers once, no reload; applied when the pipeline is free, never waiting for a render).
+New files are loaded by the next render.
 
 Files that do not fit: a LoRA of the stack that the session refuses (another architecture, a
 damaged file) is skipped — the render goes on with the others and logs a warning — and is
@@ -58,17 +60,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
 from lora_studio.core import events as ev
-from lora_studio.core.errors import StudioError
-from lora_studio.core.lora.block_weights import BlockWeights, normalized
-from lora_studio.core.paths import path_key
 from lora_studio.core.generate.session import GenerationRequest
+from lora_studio.core.generate.stack import StackEntry, unique_entries
+from lora_studio.core.lora.block_weights import BlockWeights
+from lora_studio.core.paths import path_key
 from lora_studio.ui.base_model import normal_spec
 from lora_studio.ui.workers import Job, JobRunner
 
@@ -79,19 +81,6 @@ _STOPPING_KEEPS = {
     "preview": "It is a live preview: nothing is lost.",
     "grid": "The grid is saved only when complete: the cells drawn so far are dropped.",
 }
-
-
-@dataclass(frozen=True)
-class LoraEntry:
-    """One LoRA of the stack: the file, the name shown (and given to the session), its strength,
-    whether it is switched on, and its per-block factors (None: every block at `weight`)."""
-
-    path: Path
-    name: str
-    weight: float = 1.0
-    enabled: bool = True
-    block_weights: BlockWeights | None = None
-    start: float = 0.0  # share of the denoising steps before it comes in
 
 
 class SessionModel(QObject):
@@ -112,7 +101,7 @@ class SessionModel(QObject):
         super().__init__(parent)
         self._runner = runner
         self._base_model = base_model
-        self._stack: list[LoraEntry] = []
+        self._stack: list[StackEntry] = []
         self._session = None  # GenerationSession, made in the worker thread
         self._session_spec: Any = None
         self._lock = threading.Lock()  # guards the fields below that the worker writes
@@ -157,18 +146,18 @@ class SessionModel(QObject):
 
     # ------------------------------------------------------------------ LoRA stack
     @property
-    def stack(self) -> tuple[LoraEntry, ...]:
+    def stack(self) -> tuple[StackEntry, ...]:
         return tuple(self._stack)
 
-    def entry(self, path: str | Path) -> LoraEntry | None:
+    def entry(self, path: str | Path) -> StackEntry | None:
         key = path_key(path)
         return next((e for e in self._stack if path_key(e.path) == key), None)
 
     def add_lora(self, path: str | Path, weight: float = 1.0, enabled: bool = True,
-                 name: str | None = None) -> LoraEntry:
+                 name: str | None = None) -> StackEntry:
         """Append a LoRA file to the stack (or update it when it is already there)."""
         path = Path(path)
-        entry = LoraEntry(path, name or path.stem, float(weight), bool(enabled))
+        entry = StackEntry(path, weight, enabled, name=name or path.stem)
         if self.entry(path) is not None:
             self._replace(path, name=entry.name, weight=entry.weight, enabled=entry.enabled)
             return self.entry(path)  # type: ignore[return-value]
@@ -199,21 +188,14 @@ class SessionModel(QObject):
         self._replace(path, enabled=bool(enabled))
 
     def set_block_weights(self, path: str | Path, weights: BlockWeights | None) -> None:
-        self._replace(path, block_weights=normalized(weights))
+        self._replace(path, block_weights=weights)
 
     def set_start(self, path: str | Path, start: float) -> None:
         self._replace(path, start=float(start))
 
-    def set_stack(self, entries: Iterable[LoraEntry]) -> None:
+    def set_stack(self, entries: Iterable[StackEntry]) -> None:
         """Replace the whole stack (order kept; a file listed twice keeps its first entry)."""
-        seen: set[str] = set()
-        stack = []
-        for entry in entries:
-            if path_key(entry.path) not in seen:
-                seen.add(path_key(entry.path))
-                stack.append(replace(entry, path=Path(entry.path),
-                                     block_weights=normalized(entry.block_weights)))
-        self._stack = stack
+        self._stack = unique_entries(entries)
         self.stack_changed.emit()
 
     def clear_stack(self) -> None:
@@ -226,7 +208,7 @@ class SessionModel(QObject):
                 new = replace(old, **changes)
                 if new != old:
                     self._stack[i] = new
-                    self._push_to_session(old, new)
+                    self._push_to_session()
                     self.stack_changed.emit()
                 return
         raise KeyError(f"{path} is not in the LoRA stack")
@@ -258,7 +240,8 @@ class SessionModel(QObject):
 
             import_engine()  # waits for the app's warm-up rather than importing beside it
             session = self._session_for(spec)
-            adapters, problems = apply_stack(session, stack)
+            report = session.set_stack(stack)
+            adapters, problems = report.adapters, report.problems
             for message in problems.values():
                 emit(ev.Log(message, "warning"))
             with self._lock:
@@ -288,24 +271,14 @@ class SessionModel(QObject):
             self._purpose = purpose
         return started
 
-    def _push_to_session(self, old: LoraEntry, entry: LoraEntry) -> None:
-        """Pass a weight / on-off / block weights change to the live session at once (no
-        render, no reload); only what changed, so a slider move re-scales only its LoRA."""
+    def _push_to_session(self) -> None:
+        """Pass the stack to the live session at once, one way (no render, no reload, never
+        waiting for a render: `set_stack(..., load=False)`); only what changed is re-scaled."""
         with self._lock:
-            session, name = self._session, self._adapters.get(path_key(entry.path))
-        if session is None or name is None or self.is_rendering_grid:
+            session = self._session
+        if session is None or self.is_rendering_grid:
             return  # a grid sets its cells' weights: the next render applies the stack
-        try:
-            if entry.weight != old.weight:
-                session.set_weight(name, entry.weight)
-            if entry.enabled != old.enabled:
-                session.set_enabled(name, entry.enabled)
-            if entry.block_weights != old.block_weights:
-                session.set_block_weights(name, entry.block_weights)
-            if entry.start != old.start:
-                session.set_start(name, entry.start)
-        except StudioError:  # removed from the session meanwhile: the next render reloads it
-            pass
+        session.set_stack(self._stack, load=False)
 
     def cancel(self) -> None:
         """Stop our render after its current step (no-op when none runs)."""
@@ -340,48 +313,3 @@ class SessionModel(QObject):
             self._ours = False
             self._signals()[1].emit(terminal)
             self.problems_changed.emit()
-
-
-def apply_stack(session, stack: Iterable[LoraEntry]) -> tuple[dict[str, str], dict[str, str]]:
-    """Make `session`'s LoRAs match `stack`, changing only what differs (worker thread).
-
-    Returns ({file key: adapter name} of the LoRAs loaded, {file key: why it was refused}); a
-    refused file is left out and the others are applied."""
-    wanted = {path_key(e.path): e for e in stack}
-    loaded = {path_key(lo.path): lo for lo in session.loras}
-    for key, lora in loaded.items():
-        if key not in wanted:
-            session.remove_lora(lora.name)
-    adapters: dict[str, str] = {}
-    problems: dict[str, str] = {}
-    for key, entry in wanted.items():
-        lora = loaded.get(key)
-        if lora is None:
-            try:
-                session.add_lora(entry.path, entry.weight, name=entry.name,
-                                 block_weights=entry.block_weights)
-            except StudioError as exc:
-                said = exc.user_message()  # it may begin with the file's name already
-                said = said.removeprefix(f"{entry.path.name} ")
-                problems[key] = f"{entry.path.name} was left out: {said}"
-                continue
-            name = next(lo.name for lo in session.loras if path_key(lo.path) == key)
-            adapters[key] = name
-            if not entry.enabled:
-                session.set_enabled(name, False)
-            if entry.start:
-                session.set_start(name, entry.start)
-            continue
-        adapters[key] = lora.name
-        if lora.weight != entry.weight:
-            session.set_weight(lora.name, entry.weight)
-        if lora.enabled != entry.enabled:
-            session.set_enabled(lora.name, entry.enabled)
-        if lora.block_weights != entry.block_weights:
-            session.set_block_weights(lora.name, entry.block_weights)
-        if lora.start != entry.start:
-            session.set_start(lora.name, entry.start)
-    return adapters, problems
-
-
-

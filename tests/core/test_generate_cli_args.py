@@ -11,6 +11,11 @@ from lora_studio.core.generate.cli_run import parse_lora_arg
 from lora_studio.core.lora.block_weights import BlockWeights
 
 
+def fields(entry) -> tuple:
+    """(path, weight, block weights, start) of the StackEntry a `--lora` value gives."""
+    return entry.path, entry.weight, entry.block_weights, entry.start
+
+
 @pytest.mark.parametrize("arg, path, weight", [
     ("style.safetensors", "style.safetensors", 1.0),
     ("style.safetensors:0.8", "style.safetensors", 0.8),
@@ -23,14 +28,14 @@ from lora_studio.core.lora.block_weights import BlockWeights
     ("style.safetensors:nan", "style.safetensors:nan", 1.0),  # not a weight
 ])
 def test_parse_lora_arg(arg, path, weight):
-    assert parse_lora_arg(arg) == (Path(path), weight, None, 0.0)
+    assert fields(parse_lora_arg(arg)) == (Path(path), weight, None, 0.0)
 
 
 def test_an_existing_file_whose_name_ends_in_a_number_wins(tmp_path):
     odd = tmp_path / "style:2"
     odd.write_bytes(b"")
-    assert parse_lora_arg(str(odd)) == (odd, 1.0, None, 0.0)
-    assert parse_lora_arg(f"{odd}:0.5") == (odd, 0.5, None, 0.0)
+    assert fields(parse_lora_arg(str(odd))) == (odd, 1.0, None, 0.0)
+    assert fields(parse_lora_arg(f"{odd}:0.5")) == (odd, 0.5, None, 0.0)
 
 
 @pytest.mark.parametrize("arg, path, weight, blocks", [
@@ -40,7 +45,7 @@ def test_an_existing_file_whose_name_ends_in_a_number_wins(tmp_path):
      0.5, "NO_TE"),
 ])
 def test_parse_lora_arg_with_block_weights(arg, path, weight, blocks):
-    assert parse_lora_arg(arg) == (Path(path), weight, BlockWeights.parse(blocks), 0.0)
+    assert fields(parse_lora_arg(arg)) == (Path(path), weight, BlockWeights.parse(blocks), 0.0)
 
 
 @pytest.mark.parametrize("arg, weight, blocks, start", [
@@ -50,7 +55,7 @@ def test_parse_lora_arg_with_block_weights(arg, path, weight, blocks):
 ])
 def test_parse_lora_arg_with_a_start(arg, weight, blocks, start):
     expected = BlockWeights.parse(blocks) if blocks else None
-    assert parse_lora_arg(arg) == (Path("style.safetensors"), weight, expected, start)
+    assert fields(parse_lora_arg(arg)) == (Path("style.safetensors"), weight, expected, start)
 
 
 @pytest.mark.parametrize("bad", ["1", "-0.1", "half"])

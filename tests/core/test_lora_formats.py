@@ -217,7 +217,7 @@ def test_other_network_kinds_are_refused_by_name(tmp_path, keys, kind):
     path = _save_keys(tmp_path / "other.safetensors", keys)
     with pytest.raises(LoraFormatError, match=kind) as info:
         read_lora(path)
-    assert "plain LoRA/LoCon only" in str(info.value)
+    assert "plain LoRA/LoCon" in str(info.value)  # read_lora: the plain-LoRA reader
 
 
 def test_unknown_keys_are_listed(tmp_path):

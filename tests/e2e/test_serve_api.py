@@ -142,9 +142,9 @@ def test_an_adapter_loads_once_and_a_swap_never_reloads_the_base(server, monkeyp
 
     session = server.api.session
     loads, base_loads = [], []
-    real_add = session.add_lora
-    monkeypatch.setattr(session, "add_lora", lambda path, *a, **k: (loads.append(path.stem),
-                                                                     real_add(path, *a, **k))[1])
+    real_load = session._load
+    monkeypatch.setattr(session, "_load", lambda entry: (loads.append(entry.path.stem),
+                                                         real_load(entry))[1])
     monkeypatch.setattr(loading, "load_pipeline",
                         lambda *a, **k: base_loads.append(a) or pytest.fail("base reloaded"))
 
@@ -354,23 +354,27 @@ class _FakeSession:
     def __init__(self):
         self.added, self.removed, self._loras = [], [], []
 
-    def add_lora(self, path, weight=1.0):
+    def set_stack(self, entries):
         from types import SimpleNamespace
 
-        self.added.append(path.stem)
-        self._loras.append(SimpleNamespace(name=path.stem, prompt_name=path.stem, alias=None,
-                                           enabled=True))
+        from lora_studio.core.generate.stack import StackReport
+
+        report, wanted = StackReport(), {e.path.stem: e for e in entries}
+        self.removed += [lo.name for lo in self._loras if lo.name not in wanted]
+        held = {lo.name: lo for lo in self._loras}
+        self._loras = []
+        for name, entry in wanted.items():
+            if name not in held:
+                self.added.append(name)
+                report.loaded[entry.key] = "report"
+            self._loras.append(SimpleNamespace(name=name, prompt_name=name, alias=None,
+                                               enabled=entry.enabled))
+            report.adapters[entry.key] = name
+        return report
 
     @property
     def loras(self):
         return list(self._loras)
-
-    def set_enabled(self, name, enabled):
-        next(lo for lo in self._loras if lo.name == name).enabled = enabled
-
-    def remove_lora(self, name):
-        self.removed.append(name)
-        self._loras = [lo for lo in self._loras if lo.name != name]
 
 
 def test_the_pool_keeps_the_most_recently_used_loras(tmp_path):

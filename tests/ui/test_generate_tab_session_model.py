@@ -3,62 +3,24 @@ dropping the session, and relaying only its own job's events (no torch: a record
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
-
 import pytest
 
 from lora_studio.core import events as ev
 from lora_studio.core.lora.block_weights import BlockWeights
-from lora_studio.core.paths import path_key
-from lora_studio.ui.session_model import LoraEntry, SessionModel, apply_stack
+from lora_studio.core.generate.stack import StackEntry, StackReport
+from lora_studio.ui.session_model import SessionModel
 from lora_studio.ui.workers import JobRunner
 
 
-@dataclass
-class FakeLora:
-    name: str
-    path: Path
-    weight: float
-    enabled: bool
-    block_weights: BlockWeights | None = None
-    start: float = 0.0
-
-
 class RecordingSession:
-    """Just enough of GenerationSession to see which calls a stack change makes."""
+    """Just enough of GenerationSession to see what a stack change passes on."""
 
     def __init__(self) -> None:
-        self._loras: dict[str, FakeLora] = {}
         self.calls: list[tuple] = []
 
-    @property
-    def loras(self) -> list[FakeLora]:
-        return [replace(lo) for lo in self._loras.values()]
-
-    def add_lora(self, path, weight=1.0, name=None, block_weights=None):
-        self.calls.append(("add", name, weight) + ((block_weights,) if block_weights else ()))
-        self._loras[name] = FakeLora(name, Path(path), weight, True, block_weights)
-
-    def remove_lora(self, name):
-        self.calls.append(("remove", name))
-        del self._loras[name]
-
-    def set_weight(self, name, weight):
-        self.calls.append(("weight", name, weight))
-        self._loras[name].weight = weight
-
-    def set_enabled(self, name, enabled):
-        self.calls.append(("enabled", name, enabled))
-        self._loras[name].enabled = enabled
-
-    def set_block_weights(self, name, block_weights):
-        self.calls.append(("blocks", name, block_weights))
-        self._loras[name].block_weights = block_weights
-
-    def set_start(self, name, start):
-        self.calls.append(("start", name, start))
-        self._loras[name].start = start
+    def set_stack(self, entries, *, load=True):
+        self.calls.append((tuple(entries), load))
+        return StackReport()
 
 
 @pytest.fixture
@@ -72,11 +34,11 @@ def test_the_stack_is_edited_by_path_and_says_when_it_changed(model, qtbot, tmp_
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     with qtbot.waitSignal(model.stack_changed):
         entry = model.add_lora(a, 0.5)
-    assert entry == LoraEntry(a, "a", 0.5, True)
+    assert entry == StackEntry(a, 0.5, True, name="a")
     model.add_lora(b)
     model.set_weight(a, 0.7)
     model.set_enabled(b, False)
-    assert model.stack == (LoraEntry(a, "a", 0.7, True), LoraEntry(b, "b", 1.0, False))
+    assert model.stack == (StackEntry(a, 0.7, True), StackEntry(b, 1.0, False))
     model.add_lora(a, 0.9)  # the same file again: updated, not added twice
     assert [e.weight for e in model.stack] == [0.9, 1.0]
     with qtbot.assertNotEmitted(model.stack_changed):
@@ -87,51 +49,23 @@ def test_the_stack_is_edited_by_path_and_says_when_it_changed(model, qtbot, tmp_
         model.set_weight(a, 1.0)
 
 
-def test_applying_the_stack_changes_only_what_differs(tmp_path):
-    session = RecordingSession()
-    a, b, c = (tmp_path / f"{n}.safetensors" for n in "abc")
-    apply_stack(session, [LoraEntry(a, "a", 0.5), LoraEntry(b, "b", 1.0, enabled=False)])
-    assert session.calls == [("add", "a", 0.5), ("add", "b", 1.0), ("enabled", "b", False)]
-    session.calls.clear()
-    apply_stack(session, [LoraEntry(a, "a", 0.5), LoraEntry(b, "b", 1.0, enabled=False)])
-    assert session.calls == []  # nothing changed: nothing touched
-    apply_stack(session, [LoraEntry(a, "a", 0.25), LoraEntry(c, "c", 1.0)])
-    assert session.calls == [("remove", "b"), ("weight", "a", 0.25), ("add", "c", 1.0)]
-
-    outs, ins = BlockWeights.parse("OUTS"), BlockWeights.parse("INS")
-    session.calls.clear()
-    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs), LoraEntry(c, "c", 1.0),
-                          LoraEntry(b, "b", 1.0, block_weights=ins)])
-    assert session.calls == [("blocks", "a", outs), ("add", "b", 1.0, ins)]
-    session.calls.clear()
-    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs), LoraEntry(c, "c", 1.0),
-                          LoraEntry(b, "b", 1.0, block_weights=ins)])
-    assert session.calls == []
-    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs),
-                          LoraEntry(c, "c", 1.0, start=0.5), LoraEntry(b, "b", 1.0,
-                                                                       block_weights=ins)])
-    assert session.calls == [("start", "c", 0.5)]
-    session.calls.clear()
-    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs)])
-    apply_stack(session, [LoraEntry(a, "a", 0.25, block_weights=outs),
-                          LoraEntry(c, "c", 1.0, start=0.4)])  # added with its start
-    assert session.calls[-2:] == [("add", "c", 1.0), ("start", "c", 0.4)]
-
-
-def test_a_change_reaches_the_live_session_alone(model, tmp_path):
-    """Only what changed is passed on: every call re-applies the adapters."""
-    a = tmp_path / "a.safetensors"
+def test_a_change_reaches_the_live_session_as_the_whole_stack_one_way(model, tmp_path):
+    """Each change hands the session the whole stack once, without loading (the GUI thread
+    never waits for a render nor reads a file); a change to nothing passes nothing on."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     session = RecordingSession()
     model.add_lora(a, 0.5)
+    model.add_lora(b)
     model._session, model._session_spec = session, "some/model"
-    apply_stack(session, model.stack)
-    model._adapters = {path_key(a): "a"}
-    session.calls.clear()
     model.set_block_weights(a, BlockWeights.parse("OUTALL"))
     model.set_weight(a, 0.7)
+    model.set_weight(a, 0.7)  # no change
     model.set_block_weights(a, BlockWeights.ones())  # all ones = none
-    assert session.calls == [("blocks", "a", BlockWeights.parse("OUTALL")), ("weight", "a", 0.7),
-                             ("blocks", "a", None)]
+    model.set_enabled(b, False)
+    assert [load for _, load in session.calls] == [False] * 4
+    assert [(e.weight, e.block_weights) for e in session.calls[1][0]] == [
+        (0.7, BlockWeights.parse("OUTALL")), (1.0, None)]
+    assert session.calls[-1][0] == model.stack
     assert model.entry(a).block_weights is None
 
 

@@ -363,6 +363,7 @@ def test_block_weights_are_remembered_with_the_stack(make_window, window, qtbot,
     row = tab.rows()[1]
     row.set_blocks_open(True)
     choose_preset(row.blocks_editor, "NO_TE")
+    qtbot.waitSignal(tab._save_timer.timeout, timeout=5_000).wait()  # saved after a debounce
     saved = json.loads(settings.value("mix/stack"))
     assert saved[0][3:] == [None] and saved[1][3] == "0,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1"
     window.close()
@@ -462,6 +463,7 @@ def test_the_stack_and_preview_settings_come_back(make_window, window, qtbot, lo
     tab.rows()[0].enabled_box.setChecked(False)
     tab.preview_prompt.setText("zqstar, red")
     tab.preview_prompt.editingFinished.emit()
+    tab.flush_settings()  # the stack is saved after a debounce; this writes it now
     saved = json.loads(settings.value("mix/stack"))
     assert [Path(p).name for p, *_ in saved] == ["zqstar.safetensors", "inkwash.safetensors"]
     window.close()  # saves the settings, as quitting does

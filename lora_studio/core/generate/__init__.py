@@ -2,9 +2,11 @@
 
     from lora_studio.core.generate.session import GenerationSession, GenerationRequest
     session = GenerationSession("~/models/v1-5.safetensors")     # loaded on first use, once
-    session.add_lora("style.safetensors", weight=0.8)            # -> LoadReport (matched/total)
-    session.set_weight("style", 0.5)                             # that LoRA's scales only
-    session.set_block_weights("style", BlockWeights.parse("OUTALL"))  # per-block (A1111 LBW)
+    report = session.set_stack([StackEntry("style.safetensors", 0.8),    # the whole stack:
+                                StackEntry("ink.safetensors", 0.5, start=0.4)])  # loads, removes,
+    session.set_stack([StackEntry("style.safetensors", 0.5,              # one adapter pass
+                                  block_weights=BlockWeights.parse("OUTALL")),  # (A1111 LBW)
+                       StackEntry("ink.safetensors", 0.5, start=0.4)])
     images = session.generate(GenerationRequest("a cat", sampler="DPM++ 2M Karras", seed=1,
                                                  out_dir=Path("out")), emit=print)
 
@@ -13,6 +15,7 @@ Modules: `samplers` (A1111/ComfyUI names → diffusers schedulers), `pnginfo` (t
 previews and the step callback), `adapters` (strengths and block weights → `set_adapters`,
 and a slider move → only that adapter's layers), `lycoris_layers` (LoHa / LoKr / DoRA /
 full-difference files as patched layers beside the PEFT adapters),
-`session`, `cli_run` (`lora-studio generate`).
+`stack` (the stack's one record, `StackEntry`, and `StackReport`), `session`, `cli_run`
+(`lora-studio generate`).
 Submodules are imported directly; importing this package is cheap.
 """

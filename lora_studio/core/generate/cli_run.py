@@ -12,25 +12,19 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 from lora_studio.core import events
 from lora_studio.core.errors import StudioError
+from lora_studio.core.generate.stack import StackEntry
 from lora_studio.core.lora.block_weights import BlockWeights
 
 _MAX_UNMATCHED_SHOWN = 5
 _OPTIONS = (":lbw=", ":start=")
 
 
-class LoraArg(NamedTuple):
-    path: Path
-    weight: float = 1.0
-    block_weights: BlockWeights | None = None
-    start: float = 0.0
-
-
-def parse_lora_arg(value: str) -> LoraArg:
-    """`FILE[:WEIGHT][:lbw=BLOCKS][:start=SHARE]` → LoraArg(path, weight, block_weights, start).
+def parse_lora_arg(value: str) -> StackEntry:
+    """`FILE[:WEIGHT][:lbw=BLOCKS][:start=SHARE]` → StackEntry(path, weight, block_weights=...,
+    start=...), the stack's one record.
 
     Splits on the last colon only when what follows is a number, so Windows paths work:
     `C:\\loras\\style.safetensors:0.8` → (`C:\\loras\\style.safetensors`, 0.8), and
@@ -55,8 +49,8 @@ def parse_lora_arg(value: str) -> LoraArg:
         except ValueError:
             weight = math.nan
         if math.isfinite(weight):
-            return LoraArg(Path(head), weight, block_weights, start)
-    return LoraArg(Path(value), 1.0, block_weights, start)
+            return StackEntry(Path(head), weight, block_weights=block_weights, start=start)
+    return StackEntry(Path(value), 1.0, block_weights=block_weights, start=start)
 
 
 def _start(text: str) -> float:
@@ -121,25 +115,26 @@ def run_generate_command(args: argparse.Namespace) -> int:
     from lora_studio.core.lora.lycoris_read import read_network
 
     loras = [parse_lora_arg(spec) for spec in args.lora]
-    for path, *_ in loras:
-        if not path.is_file():
-            raise StudioError(f"LoRA file not found: {path}",
+    for entry in loras:
+        if not entry.path.is_file():
+            raise StudioError(f"LoRA file not found: {entry.path}",
                               "Check the path; give a weight as FILE:0.8.")
-        read_network(path)  # a damaged or unsupported file is refused before the model loads
+        read_network(entry.path)  # a damaged or unsupported file is refused before the model loads
     request = GenerationRequest(
         prompt=args.prompt, negative=args.negative or "", steps=args.steps, cfg=args.cfg,
         seed=args.seed, width=args.width, height=args.height, sampler=args.sampler,
         count=args.count, out_dir=Path(args.out),
     )
     session = GenerationSession(args.model)
-    for path, weight, block_weights, start in loras:
-        report = session.add_lora(path, weight=weight, block_weights=block_weights)
-        line = _report_line(path, report)
-        if block_weights is not None:
-            line += f"; block weights {block_weights.notation()}"
-        if start:
-            session.set_start(session.loras[-1].name, start)
-            line += f"; starts at {start:.0%} of the steps"
+    stack = session.set_stack(loras)
+    for entry in loras:
+        if entry.key in stack.errors:
+            raise stack.errors[entry.key]  # a LoRA asked for by name must load
+        line = _report_line(entry.path, stack.loaded[entry.key])
+        if entry.block_weights is not None:
+            line += f"; block weights {entry.block_weights.notation()}"
+        if entry.start:
+            line += f"; starts at {entry.start:.0%} of the steps"
         print(line, flush=True)
     control = JobControl()
     progress = _ConsoleProgress()

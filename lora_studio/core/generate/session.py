@@ -30,10 +30,17 @@ Conventions (A1111's, so results and PNG info carry over):
 - width/height None → the model's native size (`unet.sample_size * vae_scale_factor`: 64 for the
   tiny model, 512 SD1, 768 SD2-v, 1024 SDXL).
 
-Threading: `generate` and `add_lora`/`remove_lora` take the pipeline lock. `set_weight` and
-`set_enabled` / `set_block_weights` never wait for a render in progress: they record the value,
-and it is applied at once when the pipeline is free, or when the running render ends (a render
-never changes strengths halfway; the next one starts with the values recorded by then).
+The stack: `set_stack([StackEntry, ...])` (`generate.stack`) is the one reconciliation of the
+session's LoRAs with a wanted list, used by the Mix and Generate tabs, the CLI and the serve API:
+it loads, removes, and applies every changed value in one adapter pass. `add_lora`,
+`remove_lora` and `set_weight` / `set_enabled` / `set_block_weights` / `set_start` change one
+LoRA of it (grids and previews use them).
+
+Threading: `generate`, `add_lora` / `remove_lora` and `set_stack` take the pipeline lock.
+`set_stack(..., load=False)` and `set_weight` / `set_enabled` / `set_block_weights` never wait
+for a render in progress: they record the values, applied at once when the pipeline is free, or
+when the running render ends (a render never changes strengths halfway; the next one starts
+with the values recorded by then).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +64,7 @@ from lora_studio.core.generate.adapters import (
 )
 from lora_studio.core.generate.preview import step_callback
 from lora_studio.core.generate.samplers import make_scheduler, resolve_sampler
+from lora_studio.core.generate.stack import StackEntry, StackReport, unique_entries
 from lora_studio.core.generate.strength_schedule import StrengthSchedule
 from lora_studio.core.lora.block_weights import BlockWeights, normalized
 from lora_studio.core.models.architecture import architectures
@@ -89,19 +98,24 @@ class GeneratedImage:
 
 @dataclass
 class SessionLora:
-    """A LoRA loaded in the session (a snapshot; change it through the session's methods)."""
+    """A LoRA loaded in the session (a snapshot; change it through the session's methods):
+    its adapter name and its stack record (`StackEntry`: path, weight, on/off, block weights,
+    start), with what loading it found."""
 
     name: str  # the adapter name: the handle for set_weight / remove_lora
-    path: Path
-    weight: float
-    enabled: bool
+    entry: StackEntry
     short_hash: str  # A1111's 12-hex LoRA hash ("" when it could not be computed)
     report: Any  # lora.apply.LoadReport
     alias: str | None = None  # ss_output_name from the file's metadata
-    block_weights: BlockWeights | None = None  # None: every block at `weight`
+
+    path = property(lambda self: self.entry.path)
+    weight = property(lambda self: self.entry.weight)
+    enabled = property(lambda self: self.entry.enabled)
+    # None: every block at `weight`
+    block_weights = property(lambda self: self.entry.block_weights)
     # share of the denoising steps before it comes in (0: from the first step). A texture or
     # style LoRA started late leaves the layout to the base and the other LoRAs.
-    start: float = 0.0
+    start = property(lambda self: self.entry.start)
 
     @property
     def prompt_name(self) -> str:
@@ -243,66 +257,128 @@ class GenerationSession:
     # ------------------------------------------------------------------ LoRAs
     @property
     def loras(self) -> list[SessionLora]:
-        """The loaded LoRAs in load order (copies: change them through the session)."""
+        """The loaded LoRAs in stack order (copies: change them through the session)."""
         return [replace(lora) for lora in self._loras.values()]
+
+    @property
+    def stack(self) -> list[StackEntry]:
+        """The loaded LoRAs' stack records, in order."""
+        return [lora.entry for lora in self._loras.values()]
+
+    def set_stack(self, entries: Iterable[StackEntry], *, load: bool = True) -> StackReport:
+        """Make the session's LoRAs exactly `entries` (see `generate.stack`): load the files not
+        loaded, remove the LoRAs not listed, then apply every strength, on/off, block weights
+        and start in one adapter pass (only what changed is re-scaled). A file that cannot be
+        used is left out and reported; the others are applied.
+
+        `load=False` (for the GUI thread) never reads a file and never waits for a render: the
+        loaded LoRAs take their entries' values (applied at once when the pipeline is free,
+        else when the running render ends); files not loaded are reported as `pending` and
+        LoRAs not listed stay until the next `set_stack` that loads."""
+        entries = unique_entries(entries)
+        report = StackReport()
+        if not load:
+            # the worker replaces `_loras` (never changes it in place): a snapshot is safe here
+            by_key = {lora.entry.key: lora for lora in tuple(self._loras.values())}
+            for entry in entries:
+                lora = by_key.get(entry.key)
+                if lora is None:
+                    report.pending.append(entry.key)
+                else:
+                    lora.entry = entry
+                    report.adapters[entry.key] = lora.name
+            self._apply_if_idle()
+            return report
+        with self._lock:
+            self.pipeline  # noqa: B018 - loads the model on first use
+            wanted = {entry.key for entry in entries}
+            for lora in [lo for lo in self._loras.values() if lo.entry.key not in wanted]:
+                self._unload(lora.name)
+            by_key = {lora.entry.key: lora for lora in self._loras.values()}
+            ordered: dict[str, SessionLora] = {}
+            for entry in entries:
+                lora = by_key.get(entry.key)
+                if lora is None:
+                    try:
+                        lora = self._load(entry)
+                    except StudioError as exc:
+                        report.left_out(entry, exc)
+                        continue
+                    report.loaded[entry.key] = lora.report
+                lora.entry = entry
+                ordered[lora.name] = lora
+                report.adapters[entry.key] = lora.name
+            self._loras = ordered
+            self._apply_adapters()
+        return report
 
     def add_lora(self, path: str | Path, weight: float = 1.0, name: str | None = None,
                  block_weights: BlockWeights | None = None):
-        """Load a LoRA file into the pipeline as a new adapter; returns its LoadReport.
+        """Load a LoRA file into the pipeline as a new adapter (after the loaded ones); returns
+        its LoadReport.
 
         Raises LoraFormatError when the file is refused or none of its modules fit the model
         (nothing is left loaded then)."""
+        entry = StackEntry(Path(path), weight, True, block_weights, name=name or "")
+        with self._lock:
+            lora = self._load(entry)
+            self._loras = {**self._loras, lora.name: lora}
+            self._apply_adapters()
+        return lora.report
+
+    def _load(self, entry: StackEntry) -> SessionLora:
+        """Load `entry`'s file as a new adapter (not yet listed nor applied; lock held)."""
         from lora_studio.core.lora.apply import load_lora_into_pipeline
 
-        path = Path(path)
+        path = entry.path
         if not path.is_file():
             raise LoraFormatError(f"LoRA file not found: {path}", "Check the path and try again.")
-        with self._lock:
-            pipe = self.pipeline
-            adapter = adapter_name_for(name or path.stem, set(self._loras) | pipe_adapters(pipe))
-            self._scales.reset()  # loading changes the LoRA layers and the active adapters
-            report = load_lora_into_pipeline(pipe, path, adapter)
-            adapter = getattr(report, "adapter_name", None) or adapter
-            if report.matched == 0:
-                delete_adapter(pipe, adapter)
-                raise LoraFormatError(
-                    f"{path.name}: none of its {report.total} modules match this model.",
-                    "It was probably made for another base model (SD 1.x / SD 2.x / SDXL); "
-                    "pick a LoRA trained for this one.",
-                )
-            self._loras[adapter] = SessionLora(
-                adapter, path, float(weight), True, _short_hash(path), report, _alias(path),
-                normalized(block_weights))
-            self._apply_adapters()
-        return report
+        pipe = self.pipeline
+        adapter = adapter_name_for(entry.name, set(self._loras) | pipe_adapters(pipe))
+        self._scales.reset()  # loading changes the LoRA layers and the active adapters
+        report = load_lora_into_pipeline(pipe, path, adapter)
+        adapter = getattr(report, "adapter_name", None) or adapter
+        if report.matched == 0:
+            delete_adapter(pipe, adapter)
+            raise LoraFormatError(
+                f"{path.name}: none of its {report.total} modules match this model.",
+                "It was probably made for another base model (SD 1.x / SD 2.x / SDXL); "
+                "pick a LoRA trained for this one.",
+            )
+        return SessionLora(adapter, entry, _short_hash(path), report, _alias(path))
 
     def remove_lora(self, name: str) -> None:
         with self._lock:
             self._get(name)
-            self._scales.reset()
-            delete_adapter(self.pipeline, name)
-            del self._loras[name]
+            self._unload(name)
             self._apply_adapters()
 
+    def _unload(self, name: str) -> None:
+        """Delete the adapter from the pipeline and the session (lock held; not applied)."""
+        self._scales.reset()
+        delete_adapter(self.pipeline, name)
+        self._loras = {key: lora for key, lora in self._loras.items() if key != name}
+
     def set_weight(self, name: str, weight: float) -> None:
-        self._get(name).weight = float(weight)
-        self._apply_if_idle()
+        self._change(name, weight=float(weight))
 
     def set_enabled(self, name: str, enabled: bool) -> None:
-        self._get(name).enabled = bool(enabled)
-        self._apply_if_idle()
+        self._change(name, enabled=bool(enabled))
 
     def set_block_weights(self, name: str, block_weights: BlockWeights | None) -> None:
         """Per-block factors on the LoRA's strength; None (or all ones): every block at it."""
-        self._get(name).block_weights = normalized(block_weights)
-        self._apply_if_idle()
+        self._change(name, block_weights=block_weights)
 
     def set_start(self, name: str, start: float) -> None:
         """The share of the steps before the LoRA comes in: 0 (first step) up to below 1."""
-        if not 0.0 <= float(start) < 1.0:
-            raise ConfigError("start", f"{start} is not a share of the steps.",
-                              "Use 0 (from the first step) up to 0.95.")
-        self._get(name).start = float(start)
+        self._change(name, start=start)
+
+    def _change(self, name: str, **changes: Any) -> None:
+        """One LoRA's stack record changed (a StudioError when no LoRA has that name)."""
+        lora = self._get(name)
+        lora.entry = lora.entry.changed(**changes)
+        if set(changes) != {"start"}:  # a start is read by the next render
+            self._apply_if_idle()
 
     def _get(self, name: str) -> SessionLora:
         if name not in self._loras:

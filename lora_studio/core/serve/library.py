@@ -10,7 +10,9 @@ trained LoRA is usable without a restart.
 `AdapterPool.ensure(session, wanted)` is the one place that decides which LoRAs are loaded: a LoRA
 is loaded on first use (never the base model again), reloaded only when its file changed, kept
 switched off (a request's tags switch on the ones it names, at the tag's weights, for that render
-only), and when more than `max_loaded` are loaded the least recently used are unloaded.
+only), and when more than `max_loaded` are loaded the least recently used are unloaded. The pool
+owns the session's stack: it hands the session the loaded files, least recently used first, as
+`StackEntry(path, 1.0, enabled=False)` through `GenerationSession.set_stack`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lora_studio.core.paths import path_key
 
 LORA_SUFFIXES = (".safetensors", ".pt", ".ckpt")
 
@@ -137,37 +141,42 @@ class AdapterPool:
     def ensure(self, session, wanted: dict[str, Path]) -> list[str]:
         """Make the files of `wanted` ({tag name: file}) loaded in `session` and switched off,
         so that the tag names find exactly them; returns their adapter names in `wanted`'s
-        order. Call with the session free (the server's queue lock held)."""
+        order. A wanted file the session refuses raises its StudioError. Call with the session
+        free (the server's queue lock held)."""
+        from lora_studio.core.generate.stack import StackEntry
+
         paths = {name: Path(path) for name, path in wanted.items()}
-        for path in dict.fromkeys(paths.values()):
-            held = self._loaded.get(path)
-            if held is not None and held.stamp != _stamp(path):
-                self._unload(session, path)  # the file changed on disk: load it again
+        needed = list(dict.fromkeys(paths.values()))
+        stale = [p for p in needed if p in self._loaded and self._loaded[p].stamp != _stamp(p)]
         for name, path in paths.items():  # a loaded LoRA that answers to a wanted tag name
-            for other, held in list(self._loaded.items()):
-                if other != path and name.lower() in held.keys:
-                    self._unload(session, other)
-        for path in dict.fromkeys(paths.values()):
+            stale += [other for other, held in self._loaded.items()
+                      if other != path and name.lower() in held.keys]
+        order = [p for p in self._loaded if p not in needed and p not in stale]
+        while order and len(order) + len(needed) > self.max_loaded:
+            order.pop(0)  # the least recently used first
+        order += needed
+
+        def entries(paths: list[Path]) -> list[StackEntry]:
+            return [StackEntry(p, 1.0, enabled=False) for p in paths]
+
+        if stale:  # changed on disk (or shadowing a wanted name): unloaded, then loaded again
+            session.set_stack(entries([p for p in self._loaded if p in order and p not in stale]))
+        stamps = {p: _stamp(p) for p in order if p not in self._loaded or p in stale}
+        report = session.set_stack(entries(order))
+        self.loads += len(report.loaded)
+        self._loaded = OrderedDict(
+            (p, self._held(session, p, report.adapter(p), stamps)) for p in order
+            if report.adapter(p) is not None)
+        for path in needed:
             if path not in self._loaded:
-                self._load(session, path)
-            self._loaded.move_to_end(path)
-        keep = set(paths.values())
-        for path in list(self._loaded):
-            if len(self._loaded) <= self.max_loaded:
-                break
-            if path not in keep:
-                self._unload(session, path)
+                raise report.errors[path_key(path)]
         return [self._loaded[path].adapter for path in paths.values()]
 
-    def _load(self, session, path: Path) -> None:
-        stamp = _stamp(path)
-        session.add_lora(path, weight=1.0)
-        lora = session.loras[-1]
-        session.set_enabled(lora.name, False)  # on only where a request's tag names it
+    def _held(self, session, path: Path, adapter: str,
+              stamps: dict[Path, tuple[int, int]]) -> _Loaded:
+        held = self._loaded.get(path)
+        if held is not None and path not in stamps:
+            return held
+        lora = next(lo for lo in session.loras if lo.name == adapter)
         keys = {lora.name.lower(), lora.prompt_name.lower(), (lora.alias or "").lower()} - {""}
-        self._loaded[path] = _Loaded(lora.name, stamp, frozenset(keys))
-        self.loads += 1
-
-    def _unload(self, session, path: Path) -> None:
-        held = self._loaded.pop(path)
-        session.remove_lora(held.adapter)
+        return _Loaded(adapter, stamps[path], frozenset(keys))

@@ -15,7 +15,9 @@ the live preview (`LivePreview`: debounced, stale renders dropped) of a fixed se
 training run saved (`show_run_grid(folder)`), cells shown as they finish, one labelled PNG.
 
 The stack is remembered in QSettings as `[path, weight, enabled, block weights' 17 numbers or
-null]`, plus the start as a fifth item when it is not 0.
+null]`, plus the start as a fifth item when it is not 0. It is written `SAVE_DELAY_MS` after the
+last change (a slider drag writes once, when it rests), and at once by `flush_settings()`, which
+`shutdown()` (the window closing) calls.
 
 Exports and merges run in a background thread (`TaskPool`) and write atomically; the result
 (or the reason it failed) shows in the status line and arrives as `exported(Path)` /
@@ -28,7 +30,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -50,7 +52,8 @@ from lora_studio.core.lora.block_weights import BlockWeights
 from lora_studio.ui.grid_model import GridModel
 from lora_studio.ui.live_preview import LivePreview
 from lora_studio.ui.lora_library import LORA_SUFFIX, LoraLibrary
-from lora_studio.ui.session_model import LoraEntry, SessionModel
+from lora_studio.core.generate.stack import StackEntry
+from lora_studio.ui.session_model import SessionModel
 from lora_studio.ui.widgets.drop_zone import PathDropMixin
 from lora_studio.ui.widgets.gallery import ImageView
 from lora_studio.ui.widgets.lora_library_panel import LoraLibraryPanel
@@ -62,6 +65,7 @@ from lora_studio.ui.workers import TaskPool
 KEY_STACK = "mix/stack"
 KEY_PREVIEW_ON = "mix/live_preview"
 KEY_PREVIEW_PROMPT = "mix/preview_prompt"
+SAVE_DELAY_MS = 500  # the stack is saved this long after its last change
 LAYOUT_FILTERS = {
     "kohya": "kohya layout — A1111, ComfyUI, Forge (*.safetensors)",
     "diffusers": "diffusers / PEFT layout (*.safetensors)",
@@ -69,7 +73,7 @@ LAYOUT_FILTERS = {
 STACK_HINT = "Nothing stacked. Select a LoRA in the library and press “Add to stack”."
 
 
-def prompt_tags(stack: tuple[LoraEntry, ...],
+def prompt_tags(stack: tuple[StackEntry, ...],
                 activation_texts: Mapping[Path, str] | None = None) -> str:
     """A1111 / ComfyUI prompt tags for the switched-on LoRAs: `<lora:file stem:weight>`, with
     `:lbw=...` (A1111's LoRA Block Weight extension) for a LoRA with block weights, each
@@ -95,6 +99,10 @@ class MixTab(PathDropMixin, QWidget):
         self._settings = settings
         self._pool = TaskPool(max_threads=1, parent=self)
         self._rows: dict[Path, LoraStackRow] = {}
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(self._save_stack)
         self.preview = LivePreview(model, parent=self)
         self._build()
         model.stack_changed.connect(self._sync_rows)
@@ -106,7 +114,8 @@ class MixTab(PathDropMixin, QWidget):
         library.changed.connect(self._sync_rows)
         self._sync_rows()
         self._restore()
-        model.stack_changed.connect(self._save_stack)  # after the restore: it would clear it
+        # after the restore (it would clear it); debounced: not on every slider tick
+        model.stack_changed.connect(self._save_timer.start)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -158,7 +167,7 @@ class MixTab(PathDropMixin, QWidget):
         self.preview_check.toggled.connect(self._preview_toggled)
         self.preview_prompt = QLineEdit()
         self.preview_prompt.setPlaceholderText("Prompt (default: the stack's trigger words)")
-        self.preview_prompt.editingFinished.connect(self._update_preview_prompt)
+        self.preview_prompt.editingFinished.connect(self._preview_prompt_edited)
         self.preview_view = ImageView("Switch on the live preview to see the stack at work.")
         self.preview_view.setMinimumSize(200, 200)
         self.preview_status = QLabel("")
@@ -339,10 +348,14 @@ class MixTab(PathDropMixin, QWidget):
         if not on:
             self.preview_status.setText("")
 
-    def _update_preview_prompt(self) -> None:
-        text = self.preview_prompt.text().strip()
+    def _preview_prompt_edited(self) -> None:
         if self._settings is not None:
-            self._settings.setValue(KEY_PREVIEW_PROMPT, text)
+            self._settings.setValue(KEY_PREVIEW_PROMPT, self.preview_prompt.text().strip())
+        self._update_preview_prompt()
+
+    def _update_preview_prompt(self) -> None:
+        """The preview's prompt: the one typed, else the stack's trigger words."""
+        text = self.preview_prompt.text().strip()
         if not text:
             words = []
             for entry in self.model.stack:
@@ -354,6 +367,15 @@ class MixTab(PathDropMixin, QWidget):
         self.grid_panel.update_prompt_hint()  # an empty grid prompt renders this one
 
     # ------------------------------------------------------------------ settings
+    def flush_settings(self) -> None:
+        """Write a stack change still waiting for its debounce now (and the preview prompt,
+        which may not have left its field)."""
+        if self._settings is not None:
+            self._settings.setValue(KEY_PREVIEW_PROMPT, self.preview_prompt.text().strip())
+        if self._save_timer.isActive():
+            self._save_timer.stop()
+            self._save_stack()
+
     def _save_stack(self) -> None:
         if self._settings is not None:
             self._settings.setValue(KEY_STACK, json.dumps(
@@ -434,20 +456,21 @@ class MixTab(PathDropMixin, QWidget):
         return count
 
     def shutdown(self) -> None:
+        self.flush_settings()  # a stack change made just before closing is kept
         self.grid_model.cancel()  # a grid waiting for the preview to stop never starts
         self.preview.stop()  # no debounced render may start once the window goes
         self._pool.shutdown()
 
 
 def _saved_entry(path: str, weight: float, enabled: bool, blocks: str | None = None,
-                 start: float = 0.0) -> LoraEntry:
+                 start: float = 0.0) -> StackEntry:
     """A stack entry from its QSettings form (see the module docstring)."""
     try:
         weights = BlockWeights.parse(blocks) if blocks else None
     except StudioError:  # not ours (edited by hand): the LoRA comes back at its plain strength
         weights = None
     start = float(start) if 0 <= float(start) < 1 else 0.0
-    return LoraEntry(Path(path), Path(path).stem, float(weight), bool(enabled), weights, start)
+    return StackEntry(Path(path), float(weight), bool(enabled), weights, start)
 
 
 def _with_suffix(target: str | Path) -> Path:
