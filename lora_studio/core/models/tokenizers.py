@@ -7,16 +7,23 @@ and its files' sizes and times: an edited folder loads again), handed to diffuse
 `from_pretrained` / `from_single_file` as ready components, and the app loads the chosen base
 model's tokenizers in the background before any job needs them (`warmup.prefetch_model`).
 A tokenizer is only read by the pipelines (one job at a time), never changed.
+
+The cache is bounded: a CLIP tokenizer holds ~8 MiB, and a long session that tries many models
+(or edits a folder: a new key each time) would otherwise keep every one it ever loaded. It keeps
+the `_MAX_TOKENIZERS` used last (the base models of the Train and Generate tabs, SDXL's two
+each, with room to spare) and drops a folder's old tokenizer when its files changed.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-_cache: dict[tuple, Any] = {}
+_MAX_TOKENIZERS = 6
+_cache: OrderedDict[tuple, Any] = OrderedDict()  # key -> tokenizer, the one used last at the end
 _lock = threading.Lock()
 TOKENIZER_PARTS = ("tokenizer", "tokenizer_2")
 
@@ -33,12 +40,19 @@ def load_tokenizer(folder: str | Path, class_name: str = "CLIPTokenizer") -> Any
     key = _key(folder, class_name)
     with _lock:
         if key in _cache:
+            _cache.move_to_end(key)
             return _cache[key]
     import transformers
 
     tokenizer = getattr(transformers, class_name).from_pretrained(str(folder))
     with _lock:
-        return _cache.setdefault(key, tokenizer)
+        for stale in [k for k in _cache if k[:2] == key[:2] and k != key]:
+            del _cache[stale]  # the same folder before its files changed: never asked for again
+        tokenizer = _cache.setdefault(key, tokenizer)
+        _cache.move_to_end(key)
+        while len(_cache) > _MAX_TOKENIZERS:
+            _cache.popitem(last=False)
+        return tokenizer
 
 
 def pipeline_tokenizers(model_folder: str | Path) -> dict[str, Any]:

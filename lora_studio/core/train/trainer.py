@@ -24,6 +24,7 @@ by DDP, and only the main process writes files and emits events.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import shutil
@@ -76,6 +77,11 @@ def run_training_job_with_code(config: TrainConfig, emit: ev.Emit,
                       say, control, ending=_training_ending, doing="Training",
                       interrupted="Training aborted; nothing was saved after the last LoRA or "
                                   "checkpoint written.")
+    # The run's models go now, not at some later full collection: the app trains run after
+    # run in one process, and a model something still holds in a reference cycle (in a
+    # process's first run, the frames of torch's lazy imports keep `train`'s frame) would sit
+    # beside the next run's, in RAM and on the GPU.
+    gc.collect()
     return outcome.terminal, outcome.code
 
 
@@ -284,8 +290,10 @@ def _train(config: TrainConfig, emit: ev.Emit, control: JobControl | None,
                                       "Resume with the settings of the run that wrote it.")
         models.clear()
 
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
+    # The hooks hold the accelerator (lora_state) and it holds them: removed when the run ends,
+    # so the run's models go the moment it returns, not at the next full garbage collection.
+    cleanup.callback(accelerator.register_save_state_pre_hook(save_hook).remove)
+    cleanup.callback(accelerator.register_load_state_pre_hook(load_hook).remove)
 
     # ------------------------------------------------------------------ 6. caches
     # Caption conditioning can be cached only when neither the text encoders nor the caption
