@@ -10,20 +10,8 @@ Conventions (A1111's, so results and PNG info carry over):
 - seed None → a random seed, reported in the results; image i of a request uses seed + i, each
   drawn with its own CPU `torch.Generator`, so an image can be re-made alone from its seed on any
   device.
-- `<lora:name:w>` tags in the prompt are taken out before text encoding. When a LoRA loaded in the
-  session answers to that name (its adapter name, its file stem, or its `ss_output_name`
-  alias, case-insensitive), the tag's weight is used for this generation and the LoRA is active
-  for it even when switched off on its slider; the session's own weights are restored afterwards.
-  A tag naming no loaded LoRA is reported with a `Log` warning and otherwise ignored. A tag's
-  separate text-encoder weight (`<lora:name:te:unet>`, `te=` / `unet=`) goes to the LoRA's
-  text-encoder layers and the UNet weight to its UNet layers. A weight written as
-  sd-webui-loractl keyframes (`<lora:name:0@0,1@0.5>`, `generate.strength_schedule`) changes
-  the UNet strength between denoising steps (the text encoder counts with its first step's
-  value: the prompt is encoded once); such a tag replaces the LoRA's "Starts at", which is the
-  step-wise case of it. A tag is the whole setting of its LoRA, as in A1111:
-  `<lora:name:0.8:lbw=OUTALL>` (or `lbw=` 17 numbers) sets block weights for the render, and a
-  tag without `lbw=` renders all blocks at its weight (a note says when that drops the LoRA's
-  own block weights). An `lbw=` that cannot be read is a StudioError.
+- `<lora:name:w>` tags in the prompt: see `generate.active_loras` (which LoRAs act in a
+  render, at which weights, step by step).
 - Block weights (`set_block_weights`, `lora.block_weights`): per-block factors on a LoRA's
   strength, applied through diffusers' dict form of `set_adapters` (see `generate.adapters`).
   PNG info writes them into the LoRA's tag as `:lbw=...`, so A1111 users can re-use it.
@@ -64,9 +52,9 @@ from lora_studio.core.generate.adapters import (
 )
 from lora_studio.core.generate.preview import step_callback
 from lora_studio.core.generate.samplers import make_scheduler, resolve_sampler
+from lora_studio.core.generate.active_loras import ActiveLora, active_loras, adapters_at
 from lora_studio.core.generate.stack import StackEntry, StackReport, unique_entries
-from lora_studio.core.generate.strength_schedule import StrengthSchedule
-from lora_studio.core.lora.block_weights import BlockWeights, normalized
+from lora_studio.core.lora.block_weights import BlockWeights
 from lora_studio.core.models.architecture import architectures
 
 _ARCH_SIZES = {a.name: a.native_size for a in architectures()}
@@ -124,40 +112,6 @@ class SessionLora:
 
 
 @dataclass
-class _ActiveLora:
-    lora: SessionLora
-    weight: float  # the UNet weight (a schedule's first weight)
-    tag_name: str  # the name written to PNG info
-    block_weights: BlockWeights | None = None
-    te_weight: float | None = None  # the text encoders' weight; None: `weight`
-    schedule: StrengthSchedule | None = None  # the UNet weight per step (loractl keyframes)
-    te_schedule: StrengthSchedule | None = None
-
-    @property
-    def scheduled(self) -> bool:
-        """A tag gave keyframes: they replace the LoRA's "Starts at"."""
-        return self.schedule is not None or self.te_schedule is not None
-
-    def adapter_at(self, step: int, steps: int) -> ActiveAdapter | None:
-        """(name, UNet weight, block weights, text-encoder weight) during denoising step
-        `step` (0-based) of `steps`; None while a LoRA that starts late is not on yet."""
-        if not self.scheduled:
-            if step < round(self.lora.start * steps):
-                return None
-            return self.lora.name, self.weight, self.block_weights, self.te_weight
-        unet = self.schedule.at_step(step, steps) if self.schedule else self.weight
-        te = self.te_schedule.at_step(0, steps) if self.te_schedule else self.te_weight
-        if te is None:  # the text encoder follows the UNet's schedule: read at the first step
-            te = self.schedule.at_step(0, steps)
-        return self.lora.name, unet, self.block_weights, te
-
-
-def adapters_at(active: list[_ActiveLora], step: int, steps: int) -> list[ActiveAdapter]:
-    """The adapters on during denoising step `step` (0-based) of `steps`, at its weights."""
-    return [a for a in (lo.adapter_at(step, steps) for lo in active) if a is not None]
-
-
-@dataclass
 class _Render:
     """Everything fixed for one request, resolved once."""
 
@@ -167,7 +121,7 @@ class _Render:
     width: int
     height: int
     seed: int
-    active: list[_ActiveLora] = field(default_factory=list)
+    active: list[ActiveLora] = field(default_factory=list)
     notes: list[events.Log] = field(default_factory=list)  # warnings, sent after JobStarted
 
 
@@ -447,37 +401,7 @@ class GenerationSession:
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32 - 1)
         notes: list[events.Log] = []
         return _Render(request, clean, sampler, width, height, int(seed),
-                       self._active_loras(tags, notes.append), notes)
-
-    def _active_loras(self, tags: list, note: events.Emit) -> list[_ActiveLora]:
-        """The session's enabled LoRAs, with prompt tags overriding weight (and enabling)."""
-        chosen = {lo.name: _ActiveLora(lo, lo.weight, lo.prompt_name, lo.block_weights)
-                  for lo in self._loras.values() if lo.enabled}
-        for tag in tags:
-            lora = self._find_by_prompt_name(tag.name)
-            if lora is None:
-                note(events.Log(f"<lora:{tag.name}> in the prompt: no LoRA of that name is "
-                                "loaded; ignored.", "warning"))
-                continue
-            block_weights = _tag_block_weights(tag)
-            if block_weights is None and lora.block_weights is not None:
-                note(events.Log(f"<lora:{tag.name}> has no lbw=, so all its blocks use "
-                                f"{tag.weight:g}; add :lbw={lora.block_weights.notation()} to "
-                                "keep its block weights.", "info"))
-            chosen[lora.name] = _ActiveLora(lora, float(tag.weight), tag.name, block_weights,
-                                            tag.te_weight, tag.schedule, tag.te_schedule)
-            if chosen[lora.name].scheduled and lora.start:
-                note(events.Log(f"<lora:{tag.name}> gives per-step weights, so its \"Starts at "
-                                f"{lora.start:g}\" is not used for this render.", "info"))
-        order = list(self._loras)
-        return sorted(chosen.values(), key=lambda a: order.index(a.lora.name))
-
-    def _find_by_prompt_name(self, name: str) -> SessionLora | None:
-        key = name.lower()
-        for lora in self._loras.values():
-            if key in {lora.name.lower(), lora.prompt_name.lower(), (lora.alias or "").lower()}:
-                return lora
-        return None
+                       active_loras(list(self._loras.values()), tags, notes.append), notes)
 
     def _render_all(self, pipe, render: _Render, emit: events.Emit,
                     control: Any) -> list[GeneratedImage]:
@@ -514,7 +438,7 @@ class GenerationSession:
             results.append(self._finish_image(image, render, seed, index, emit))
         return results
 
-    def _switching_adapters(self, active: list[_ActiveLora], steps: int, step_end):
+    def _switching_adapters(self, active: list[ActiveLora], steps: int, step_end):
         """`step_end`, then the adapters of the next step applied where they change: LoRAs
         that start late switched on, scheduled weights moved (lock held)."""
         plan = [adapters_at(active, step, steps) for step in range(steps)]
@@ -554,16 +478,6 @@ class GenerationSession:
 
 
 # ---------------------------------------------------------------------- helpers
-def _tag_block_weights(tag) -> BlockWeights | None:
-    """A prompt tag's `lbw=`, read (a StudioError naming the tag when it cannot be)."""
-    if not getattr(tag, "lbw", None):
-        return None
-    try:
-        return normalized(BlockWeights.parse(tag.lbw))
-    except StudioError as exc:
-        raise StudioError(f"<lora:{tag.name}:...:lbw={tag.lbw}>: {exc.what}", exc.fix) from None
-
-
 def _validate(request: GenerationRequest) -> None:
     if request.steps < 1:
         raise ConfigError("generate.steps", f"must be at least 1, not {request.steps}.")
