@@ -38,6 +38,8 @@ name = "mylora"
 
 @pytest.mark.parametrize("section,key,value,message", [
     ("train", "learning_rate", -1, "train.learning_rate: must be > 0, got -1"),
+    ("train", "learning_rate", 1e38, "train.learning_rate: must be at most 10, got 1e+38"),
+    ("lora", "text_encoder_lr", 50.0, "lora.text_encoder_lr: must be at most 10, got 50"),
     ("train", "steps", 0, "train.steps: must be >= 1, got 0"),
     ("train", "lr_scheduler", "exponential", "train.lr_scheduler: must be one of"),
     ("train", "mixed_precision", "fp8", "train.mixed_precision: must be one of"),

@@ -475,11 +475,13 @@ class TrainConfig:
                               f"module names, got {lo.targets!r}")
         _check(lo.text_encoder_lr >= 0, "lora.text_encoder_lr",
                f"must be >= 0, got {lo.text_encoder_lr}")
+        _at_most_lr("lora.text_encoder_lr", lo.text_encoder_lr)
         _at_least("train.steps", tr.steps, 1)
         _at_least("train.max_train_epochs", tr.max_train_epochs, 0)
         _at_least("train.batch_size", tr.batch_size, 1)
         _at_least("train.gradient_accumulation", tr.gradient_accumulation, 1)
         _positive("train.learning_rate", tr.learning_rate)
+        _at_most_lr("train.learning_rate", tr.learning_rate)
         _one_of("train.lr_scheduler", tr.lr_scheduler, LR_SCHEDULERS)
         _at_least("train.warmup_steps", tr.warmup_steps, 0)
         _one_of("train.optimizer", tr.optimizer, OPTIMIZERS)
@@ -584,6 +586,15 @@ def _at_least(key: str, value: int, low: int) -> None:
 
 def _positive(key: str, value: float) -> None:
     _check(value > 0 and math.isfinite(value), key, f"must be > 0, got {value:g}")
+
+
+MAX_LEARNING_RATE = 10.0  # Prodigy / D-Adaptation use 1.0; nothing trains above this
+
+
+def _at_most_lr(key: str, value: float) -> None:
+    # Finite but huge (1e38) would otherwise overflow inside torch with a bare RuntimeError.
+    _check(value <= MAX_LEARNING_RATE, key, f"must be at most {MAX_LEARNING_RATE:g}, got {value:g}",
+           "Typical: 1e-4 for AdamW (1e-3 on the built-in model), 1.0 for Prodigy.")
 
 
 def _one_of(key: str, value: str, allowed: Sequence[str], extra: str = "") -> None:
