@@ -8,13 +8,34 @@ import os
 import subprocess
 import sys
 
+import pytest
 from lora_studio.core import desktop
 from lora_studio.ui.app import create_application
 from lora_studio.ui.settings import APP_NAME
 
 
-def test_the_application_carries_the_entry_s_names_and_the_icon():
-    app = create_application([])
+@pytest.fixture
+def studio_app(qapp):
+    """`create_application` on the test QApplication, whose style, style sheet, palette, names
+    and icon are put back afterwards: the studio's style sheet left on the shared application
+    would change every later UI test's widget sizes."""
+    saved = (qapp.style().name(), qapp.styleSheet(), qapp.palette(), qapp.windowIcon(),
+             qapp.applicationName(), qapp.organizationName(), qapp.applicationDisplayName(),
+             qapp.desktopFileName())
+    yield create_application([])
+    style, sheet, palette, icon, name, org, display, desktop_name = saved
+    qapp.setStyle(style)
+    qapp.setStyleSheet(sheet)
+    qapp.setPalette(palette)
+    qapp.setWindowIcon(icon)
+    qapp.setApplicationName(name)
+    qapp.setOrganizationName(org)
+    qapp.setApplicationDisplayName(display)
+    qapp.setDesktopFileName(desktop_name)
+
+
+def test_the_application_carries_the_entry_s_names_and_the_icon(studio_app):
+    app = studio_app
     assert app.desktopFileName() == desktop.DESKTOP_ID == "lora-studio"
     assert app.applicationName() == APP_NAME == desktop.WM_CLASS
     sizes = {(size.width(), size.height()) for size in app.windowIcon().availableSizes()}
