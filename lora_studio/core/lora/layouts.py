@@ -9,11 +9,15 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from lora_studio.core.lora.model import LoraFile, LoraModule, split_canonical
 from lora_studio.core.lora.naming import KOHYA_PREFIXES, canonical_to_kohya, kohya_to_canonical
+
+M = TypeVar("M")  # the module type a reader builds (LoraModule, lycoris.NetworkModule)
 
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the LoraConfig JSON
 _UNET_ROOTS = ("down_blocks", "up_blocks", "mid_block", "conv_in", "conv_out", "time_embedding",
@@ -57,35 +61,50 @@ def is_kohya_key(key: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- kohya
-def modules_from_kohya(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, LoraModule], bool]:
-    """(canonical modules, True if the UNet used SGM names, i.e. an SDXL kohya file)."""
-    parts: dict[str, dict[str, torch.Tensor]] = {}
+def kohya_modules(tensors: dict[str, torch.Tensor], accepts: Callable[[str], bool],
+                  build: Callable[[str, dict[str, torch.Tensor]], M]) -> tuple[dict[str, M], bool]:
+    """Group kohya keys `<stem>.<suffix>` by layer (suffixes `accepts` allows), name each layer
+    canonically and `build(stem, {suffix: tensor})` its module: (canonical name -> module, True
+    if the UNet used SGM names). Unknown keys raise UnknownKeys, two stems naming one layer
+    BadModule. Plain LoRA files and LyCORIS files are both read through here."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
     unknown: list[str] = []
     for key, tensor in tensors.items():
         stem, _, suffix = key.partition(".")
-        if suffix not in ("lora_down.weight", "lora_up.weight", "alpha"):
+        if accepts(suffix):
+            groups.setdefault(stem, {})[suffix] = tensor
+        else:
             unknown.append(key)
-            continue
-        parts.setdefault(stem, {})[suffix] = tensor
-    modules: dict[str, LoraModule] = {}
+    modules: dict[str, M] = {}
     seen: dict[str, str] = {}
     sgm = False
-    for stem, group in parts.items():
+    for stem, group in groups.items():
         converted = kohya_to_canonical(stem)
         if converted is None:
             unknown.extend(f"{stem}.{s}" for s in group)
             continue
-        _need_both(stem, group, "lora_down.weight", "lora_up.weight")
         name, used_sgm = converted
         sgm |= used_sgm
-        down = group["lora_down.weight"]
-        alpha = (_alpha_value(group["alpha"], f"{stem}.alpha") if "alpha" in group
-                 else float(down.shape[0]))
-        _add_module(modules, name, LoraModule(down=down, up=group["lora_up.weight"], alpha=alpha),
-                    stem, seen)
+        _add_module(modules, name, build(stem, group), stem, seen)
     if unknown:
         raise UnknownKeys(sorted(unknown))
     return modules, sgm
+
+
+_PLAIN_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
+
+
+def modules_from_kohya(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, LoraModule], bool]:
+    """(canonical modules, True if the UNet used SGM names, i.e. an SDXL kohya file)."""
+    return kohya_modules(tensors, _PLAIN_SUFFIXES.__contains__, _plain_module)
+
+
+def _plain_module(stem: str, group: dict[str, torch.Tensor]) -> LoraModule:
+    _need_both(stem, group, "lora_down.weight", "lora_up.weight")
+    down = group["lora_down.weight"]
+    alpha = (_alpha_value(group["alpha"], f"{stem}.alpha") if "alpha" in group
+             else float(down.shape[0]))
+    return LoraModule(down=down, up=group["lora_up.weight"], alpha=alpha)
 
 
 def _alpha_tensor(alpha: float, dtype: torch.dtype) -> torch.Tensor:

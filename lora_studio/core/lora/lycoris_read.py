@@ -24,7 +24,6 @@ from lora_studio.core.lora.formats import (
 )
 from lora_studio.core.lora.lycoris import FACTORS, LycorisFile, NetworkModule
 from lora_studio.core.lora.model import LoraFile
-from lora_studio.core.lora.naming import kohya_to_canonical
 from lora_studio.core.lora.sft import load_tensors
 
 _KIND_OF = {suffix: kind for kind, suffixes in FACTORS.items() for suffix in suffixes}
@@ -75,30 +74,8 @@ def network_from_state_dict(tensors: dict[str, torch.Tensor],
 
 
 def _kohya_modules(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, NetworkModule], bool]:
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    unknown: list[str] = []
-    for key, tensor in tensors.items():
-        stem, _, suffix = key.partition(".")
-        if suffix in _KIND_OF or suffix in ("alpha", "dora_scale"):
-            groups.setdefault(stem, {})[suffix] = tensor
-        else:
-            unknown.append(key)
-    modules: dict[str, NetworkModule] = {}
-    stems: dict[str, str] = {}
-    sgm = False
-    for stem, group in groups.items():
-        converted = kohya_to_canonical(stem)
-        if converted is None:
-            unknown.extend(f"{stem}.{suffix}" for suffix in group)
-            continue
-        name, used_sgm = converted
-        sgm |= used_sgm
-        if name in modules:
-            raise BadNetwork(f"two keys name the same layer {name}: {stems[name]} and {stem}")
-        modules[name], stems[name] = _module(stem, group), stem
-    if unknown:
-        raise layouts.UnknownKeys(sorted(unknown))
-    return modules, sgm
+    return layouts.kohya_modules(
+        tensors, lambda suffix: suffix in _KIND_OF or suffix in ("alpha", "dora_scale"), _module)
 
 
 def _module(stem: str, group: dict[str, torch.Tensor]) -> NetworkModule:
