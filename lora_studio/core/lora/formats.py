@@ -86,11 +86,8 @@ def lora_from_state_dict(tensors: dict[str, torch.Tensor], metadata: dict[str, s
     except layouts.BadModule as exc:
         raise LoraFormatError(f"{source}: {exc}.", _FIX_DAMAGED) from None
     except layouts.UnknownKeys as exc:
-        few = ", ".join(exc.keys[:5])
-        if len(exc.keys) > 5:
-            few += f" (and {len(exc.keys) - 5} more)"
         raise LoraFormatError(f"{source} has keys that are not LoRA weights LoRA Studio knows: "
-                              f"{few}.",
+                              f"{exc.listing()}.",
                               "It may be another kind of network or a damaged export; export it "
                               "again as a plain LoRA (kohya or diffusers layout).") from None
     for name, module in modules.items():

@@ -30,6 +30,11 @@ class UnknownKeys(Exception):
         super().__init__(", ".join(keys[:5]))
         self.keys = keys
 
+    def listing(self) -> str:
+        """The first five keys, and how many more there are."""
+        more = f" (and {len(self.keys) - 5} more)" if len(self.keys) > 5 else ""
+        return ", ".join(self.keys[:5]) + more
+
 
 class BadModule(Exception):
     """A module whose tensors cannot be a plain LoRA's (the message says why)."""

@@ -61,10 +61,8 @@ def network_from_state_dict(tensors: dict[str, torch.Tensor],
     except (BadNetwork, layouts.BadModule) as exc:
         raise LoraFormatError(f"{source}: {exc}.", _FIX_DAMAGED) from None
     except layouts.UnknownKeys as exc:
-        few = ", ".join(exc.keys[:5]) + (f" (and {len(exc.keys) - 5} more)"
-                                         if len(exc.keys) > 5 else "")
         raise LoraFormatError(f"{source} has keys that are not LoRA or LyCORIS weights LoRA "
-                              f"Studio knows: {few}.",
+                              f"Studio knows: {exc.listing()}.",
                               "It may be another kind of network or a damaged export; export "
                               "it again from the tool that made it.") from None
     for name, module in modules.items():
