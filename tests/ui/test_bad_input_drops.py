@@ -4,10 +4,8 @@ window goes on working (a good folder dropped next opens as usual)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from drops import drop_on
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 from bad_input_corpus import SKIPPED, assemble_dataset, entry
@@ -19,19 +17,6 @@ BAD_IMAGES = ["zero_bytes.png", "truncated_header.jpg", "truncated.png", "text.j
 VALID_IMAGES = ["cmyk.jpg", "gray16.png", "palette_transparent.png", "exif_rotated.jpg"]
 CAPTIONS = {"chelsea.jpg": "huge.txt", "coffee.jpg": "binary.txt", "rocket.jpg": "utf16.txt",
             "astronaut.jpg": "empty.txt"}
-
-
-def drop_on(window, paths: list[Path]) -> QDropEvent:
-    """Drag `paths` over the window and drop them, as a file manager would."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(window.width() / 2, window.height() / 2)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(window, enter)
-    assert enter.isAccepted()
-    drop = QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(window, drop)
-    return drop
 
 
 def error_dialogs() -> list[ErrorDialog]:

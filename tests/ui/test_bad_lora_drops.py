@@ -5,14 +5,11 @@ renders in the live preview."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from drops import try_drop
 from types import SimpleNamespace
 
 import pytest
 from bad_input_files import bad_lora, corpus, good_sd1_tensors
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
 
 # refused when read: damaged, not safetensors, NaN, another kind, a pickle renamed
 UNREADABLE = ("truncated.safetensors", "png_renamed.safetensors", "empty.safetensors",
@@ -47,21 +44,6 @@ def window(make_window, tiny_model_dir, one_torch_thread):
     return window
 
 
-def drop(window, paths: list[Path]) -> bool:
-    """Drag `paths` onto the window and drop them, as a person does; False when the window
-    refuses the drag."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(window.width() / 2, window.height() / 2)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(window, enter)
-    if not enter.isAccepted():
-        return False
-    QApplication.sendEvent(window, QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton,
-                                              Qt.NoModifier))
-    return True
-
-
 def wait_read(qtbot, library, count: int) -> None:
     qtbot.waitUntil(lambda: len(library.items) == count
                     and not any(item.loading for item in library.items), timeout=30_000)
@@ -70,7 +52,7 @@ def wait_read(qtbot, library, count: int) -> None:
 def test_dropped_bad_loras_are_refused_with_their_reason_and_the_mix_still_renders(
         window, qtbot, files):
     tab, panel = window.mix_tab, window.mix_tab.library_panel
-    assert drop(window, [files.loras / name for name in UNREADABLE + MISFITS])
+    assert try_drop(window, [files.loras / name for name in UNREADABLE + MISFITS]) is not None
     assert window.tabs.currentWidget() is tab  # taken by the Mix tab, not as a dataset
     wait_read(qtbot, tab.library, len(UNREADABLE + MISFITS))
 
@@ -90,13 +72,13 @@ def test_dropped_bad_loras_are_refused_with_their_reason_and_the_mix_still_rende
     assert not files.sentinel.exists()
 
     # a pickled LoRA is not even taken: the drag is refused, nothing reads the file
-    assert not drop(window, [files.loras / "payload.pt", files.loras / "payload.bin"])
+    assert try_drop(window, [files.loras / "payload.pt", files.loras / "payload.bin"]) is None
     assert len(tab.library.items) == len(UNREADABLE + MISFITS)
     assert not files.sentinel.exists()
 
     # the window keeps working: the misfits and a good LoRA stacked, the preview renders with
     # the good one and tells why each misfit was left out
-    assert drop(window, [files.good])
+    assert try_drop(window, [files.good]) is not None
     wait_read(qtbot, tab.library, len(UNREADABLE + MISFITS) + 1)
     for path in [files.loras / name for name in MISFITS] + [files.good]:
         assert tab.add_to_stack(path)

@@ -5,14 +5,14 @@ the image and is named in its parameters; a failing render explains itself."""
 
 from __future__ import annotations
 
+from drops import drop_on
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from lora_studio.core import events as ev
@@ -66,18 +66,6 @@ def generate(tab: GenerateTab, qtbot) -> ev.Event:
 
 def pixels(entry) -> np.ndarray:
     return np.asarray(Image.open(entry.path).convert("RGB"), dtype=np.int16)
-
-
-def drop_on(widget, paths: list[Path]) -> QDropEvent:
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(widget.width() / 2, widget.height() / 2)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(widget, enter)
-    assert enter.isAccepted()
-    drop = QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(widget, drop)
-    return drop
 
 
 def a1111_png(path: Path, text: str = A1111_TEXT) -> Path:

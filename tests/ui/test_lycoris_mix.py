@@ -3,45 +3,18 @@ reads each with its kind, they stack, and the live preview renders with all of t
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from bad_input_files import LYCORIS_LORAS, corpus
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from drops import drop_on
+from test_bad_lora_drops import window  # noqa: F401 (fixture: the Mix on the tiny model)
 
 RENDER_TIMEOUT_MS = 120_000
-
-
-def drop(window, paths: list[Path]) -> None:
-    """Drag `paths` onto the window and drop them, as a person does."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(window.width() / 2, window.height() / 2)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(window, enter)
-    assert enter.isAccepted()
-    QApplication.sendEvent(window, QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton,
-                                              Qt.NoModifier))
-
-
-@pytest.fixture
-def window(make_window, tiny_model_dir, one_torch_thread):
-    window = make_window()
-    window.model_picker.choose(tiny_model_dir)
-    window.tabs.setCurrentWidget(window.mix_tab)
-    window.resize(1280, 800)
-    window.show()
-    window.mix_tab.preview._timer.setInterval(80)
-    return window
 
 
 def test_dropped_lycoris_files_are_read_stacked_and_rendered(window, qtbot, tmp_path):
     loras, _ = corpus(tmp_path, tmp_path / "SENTINEL", huge=False)
     paths = [loras / entry.name for entry in LYCORIS_LORAS]
     tab = window.mix_tab
-    drop(window, paths)
+    drop_on(window, paths)
     qtbot.waitUntil(lambda: len(tab.library.items) == len(paths)
                     and not any(item.loading for item in tab.library.items), timeout=30_000)
     kinds = {"loha": "LoHa", "lokr": "LoKr", "full_diff": "full-difference"}

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from drops import drop_on
 
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import Qt
 
 from lora_studio.core.models.tiny_shapes.sample_data import SAMPLE_COUNT
 from lora_studio.ui.main_window import TAB_NAMES
-
-
-def drop_on(window, paths: list[Path]) -> QDropEvent:
-    """Drag `paths` over the window and drop them, as a file manager would."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPointF(window.width() / 2, window.height() / 2)
-    enter = QDragEnterEvent(pos.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(window, enter)
-    assert enter.isAccepted()
-    drop = QDropEvent(pos, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
-    QApplication.sendEvent(window, drop)
-    return drop
 
 
 def test_window_opens_with_four_tabs_and_status(make_window):
