@@ -184,13 +184,9 @@ class AdapterScales:
                  te: float) -> None:
         layers = self._index() or {}
         for part, module_name, layer in layers.get(adapter, ()):
-            if part != "unet":  # a text encoder
-                scale = te if bw is None else te * bw.text_encoder
-            elif bw is None:
-                scale = strength
-            else:
-                scale = strength * bw.module_factor(module_name, self._layout)
-            layer.set_scale(adapter, scale)
+            on = strength if part == "unet" else te  # else: a text encoder
+            layer.set_scale(adapter, on if bw is None
+                            else on * bw.part_factor(part, module_name, self._layout))
 
     def _index(self) -> dict[str, list[tuple[str, str, Any]]] | None:
         """adapter -> [(pipeline part, module name, LoRA layer)]; None when some adapter sits

@@ -166,13 +166,12 @@ class NetworkStack:
             self._applied[name] = setting
 
     def _factor(self, bw: BlockWeights | None, part: str, module_name: str) -> float:
-        if bw is None:
-            return 1.0
-        if part != "unet":
-            return bw.text_encoder
+        return 1.0 if bw is None else bw.part_factor(part, module_name, self._unet_layout)
+
+    def _unet_layout(self) -> UNetLayout:
         if self._layout is None:
             self._layout = UNetLayout.of(self._pipe().unet)
-        return bw.module_factor(module_name, self._layout)
+        return self._layout
 
 
 # ----------------------------------------------------------------------------- per pipeline

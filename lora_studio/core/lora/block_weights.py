@@ -37,6 +37,7 @@ any UNet module (what the dict form cannot name, see `generate.adapters`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,6 +263,15 @@ class BlockWeights:
         out: dict[str, Any] = {name: s * self.text_encoder for name in text_encoders}
         out["unet"] = unet
         return out
+
+    def part_factor(self, part: str, name: str, layout: UNetLayout | Callable[[], UNetLayout]
+                    ) -> float:
+        """The factor on a module's strength in pipeline part `part` ("unet", "text_encoder",
+        ...): the BASE number in a text encoder, else `module_factor` (`layout` may be a
+        callable, asked only for a UNet module)."""
+        if part != "unet":
+            return self.text_encoder
+        return self.module_factor(name, layout() if callable(layout) else layout)
 
     def module_factor(self, name: str, layout: UNetLayout = SD15_LAYOUT) -> float:
         """The factor of a UNet module (diffusers name, e.g. `up_blocks.1.resnets.2.conv1`)."""

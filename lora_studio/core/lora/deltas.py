@@ -106,10 +106,7 @@ def block_factor(block_weights: BlockWeights | None, name: str,
     """The factor the session puts on a module's strength for its block (canonical `name`)."""
     if block_weights is None:
         return 1.0
-    component, path = split_canonical(name)
-    if component != "unet":
-        return block_weights.text_encoder
-    return block_weights.module_factor(path, layout)
+    return block_weights.part_factor(*split_canonical(name), layout)
 
 
 def arch_label(arch: str | None) -> str:
